@@ -1,0 +1,706 @@
+//! The definition model: a saga is a named, ordered list of local, remote and conditional steps.
+//!
+//! [`Saga`] is the builder; [`Saga::commit`] validates it and returns the immutable
+//! [`SagaDefinition`], the only thing an execution can be made from. The builder's consuming API
+//! enforces two rules of the original library at compile time: nothing can be added to a committed
+//! saga (`commit` consumes the builder), and an uncommitted saga cannot be executed (executions take a
+//! `SagaDefinition`). Every other rule is a [`DefinitionError`] variant.
+
+mod fingerprint;
+pub(crate) mod handler;
+
+use std::fmt;
+use std::sync::Arc;
+
+pub use fingerprint::Fingerprint;
+pub use handler::{
+    BoxFuture, ConditionFn, ConditionFnWith, LocalFn, LocalFnWith, ReplyFn, ReplyFnWith, RequestFn,
+    RequestFnWith,
+};
+use handler::{ConditionCall, Handler, LocalCall, Plain, ReplyCall, RequestCall, WithParams};
+
+use crate::context::Context;
+use crate::error::DefinitionError;
+
+/// A validated, immutable saga definition.
+pub struct SagaDefinition<C> {
+    name: String,
+    steps: Vec<StepDefinition<C>>,
+    fingerprint: Fingerprint,
+}
+
+impl<C> SagaDefinition<C> {
+    /// The persisted name: stored executions find their definition by it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The fingerprint of the step graph, stored with every execution.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// The steps, in order.
+    pub fn steps(&self) -> &[StepDefinition<C>] {
+        &self.steps
+    }
+}
+
+impl<C> fmt::Debug for SagaDefinition<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SagaDefinition")
+            .field("name", &self.name)
+            .field("fingerprint", &self.fingerprint)
+            .field("steps", &self.steps)
+            .finish()
+    }
+}
+
+/// The kind of a step, as stored in executions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepKind {
+    /// Runs code in this service.
+    Local,
+    /// Sends a command and waits for the reply.
+    Remote,
+    /// Chooses a sub-saga at run time.
+    Conditional,
+}
+
+impl fmt::Display for StepKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Local => "local",
+            Self::Remote => "remote",
+            Self::Conditional => "conditional",
+        })
+    }
+}
+
+/// One step of a definition.
+pub enum StepDefinition<C> {
+    /// A local step.
+    Local(LocalStep<C>),
+    /// A remote step.
+    Remote(RemoteStep<C>),
+    /// A conditional step.
+    Conditional(ConditionalStep<C>),
+}
+
+impl<C> StepDefinition<C> {
+    /// The step's persisted name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Local(step) => &step.name,
+            Self::Remote(step) => &step.name,
+            Self::Conditional(step) => &step.name,
+        }
+    }
+
+    /// The step's kind.
+    pub fn kind(&self) -> StepKind {
+        match self {
+            Self::Local(_) => StepKind::Local,
+            Self::Remote(_) => StepKind::Remote,
+            Self::Conditional(_) => StepKind::Conditional,
+        }
+    }
+
+    /// The names of the handlers this step has, by slot (`on_execute`, `on_failure`, ...).
+    pub fn handlers(&self) -> Vec<(&'static str, &'static str)> {
+        fn add<H: ?Sized>(
+            out: &mut Vec<(&'static str, &'static str)>,
+            slot: &'static str,
+            handler: Option<&Handler<H>>,
+        ) {
+            if let Some(handler) = handler {
+                out.push((slot, handler.name));
+            }
+        }
+        let mut out = Vec::new();
+        match self {
+            Self::Local(step) => {
+                add(&mut out, "on_execute", Some(&step.on_execute));
+                add(&mut out, "on_failure", step.on_failure.as_ref());
+            }
+            Self::Remote(step) => {
+                add(&mut out, "on_execute", Some(&step.on_execute));
+                add(&mut out, "on_success", step.on_success.as_ref());
+                add(&mut out, "on_error", step.on_error.as_ref());
+                add(&mut out, "on_failure", step.on_failure.as_ref());
+            }
+            Self::Conditional(step) => {
+                for alternative in &step.alternatives {
+                    add(&mut out, "if_then", Some(&alternative.condition));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl<C> fmt::Debug for StepDefinition<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("StepDefinition");
+        debug
+            .field("kind", &self.kind())
+            .field("name", &self.name());
+        debug.field("handlers", &self.handlers());
+        if let Self::Conditional(step) = self {
+            let subs: Vec<&str> = step
+                .alternatives
+                .iter()
+                .map(|alternative| alternative.saga.name())
+                .collect();
+            debug.field("if_then", &subs);
+            debug.field(
+                "else_then",
+                &step.else_then.as_ref().map(|saga| saga.name()),
+            );
+        }
+        debug.finish()
+    }
+}
+
+/// A local step: `on_execute` runs here; `on_failure` undoes it.
+pub struct LocalStep<C> {
+    pub(crate) name: String,
+    pub(crate) on_execute: Handler<dyn LocalCall<C>>,
+    pub(crate) on_failure: Option<Handler<dyn LocalCall<C>>>,
+}
+
+/// A remote step: `on_execute` builds the command; the reply goes to `on_success` or `on_error`;
+/// `on_failure` builds the compensating command.
+pub struct RemoteStep<C> {
+    pub(crate) name: String,
+    pub(crate) on_execute: Handler<dyn RequestCall<C>>,
+    pub(crate) on_success: Option<Handler<dyn ReplyCall<C>>>,
+    pub(crate) on_error: Option<Handler<dyn ReplyCall<C>>>,
+    pub(crate) on_failure: Option<Handler<dyn RequestCall<C>>>,
+}
+
+/// A conditional step: the first alternative whose condition holds runs its sub-saga; otherwise the
+/// `else_then` sub-saga, if any.
+pub struct ConditionalStep<C> {
+    pub(crate) name: String,
+    pub(crate) alternatives: Vec<IfThen<C>>,
+    pub(crate) else_then: Option<Arc<SagaDefinition<C>>>,
+}
+
+/// One `if_then` alternative.
+pub(crate) struct IfThen<C> {
+    pub(crate) condition: Handler<dyn ConditionCall<C>>,
+    pub(crate) saga: Arc<SagaDefinition<C>>,
+}
+
+impl<C> ConditionalStep<C> {
+    /// The sub-saga of the branch recorded in an execution.
+    pub(crate) fn branch_saga(&self, branch: Branch) -> Option<&Arc<SagaDefinition<C>>> {
+        match branch {
+            Branch::If(index) => self.alternatives.get(index).map(|alt| &alt.saga),
+            Branch::Else => self.else_then.as_ref(),
+            Branch::NoMatch => None,
+        }
+    }
+}
+
+/// The alternative a conditional step chose, remembered so that it is never re-evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Branch {
+    /// The `if_then` alternative at this index.
+    If(usize),
+    /// The `else_then` alternative.
+    Else,
+    /// No condition held and there is no `else_then`: the step did nothing.
+    NoMatch,
+}
+
+/// The saga builder. See the [module documentation](self) for the rules it enforces.
+#[must_use = "a saga builder does nothing until `commit()`"]
+pub struct Saga<C> {
+    name: String,
+    steps: Vec<StepDefinition<C>>,
+    error: Option<DefinitionError>,
+}
+
+impl<C: Context> Saga<C> {
+    /// A new saga with a persisted name (`[A-Za-z0-9_.:-]`, 1 to 128 characters).
+    pub fn new(name: impl Into<String>) -> Self {
+        let name = name.into();
+        let error =
+            (!is_valid_name(&name)).then(|| DefinitionError::InvalidName { name: name.clone() });
+        Self {
+            name,
+            steps: Vec::new(),
+            error,
+        }
+    }
+
+    /// Starts a local step named `name`.
+    pub fn local_step(self, name: impl Into<String>) -> LocalStepBuilder<C> {
+        LocalStepBuilder {
+            saga: self,
+            name: name.into(),
+            on_execute: None,
+            on_failure: None,
+        }
+    }
+
+    /// Starts a remote step named `name`.
+    pub fn remote_step(self, name: impl Into<String>) -> RemoteStepBuilder<C> {
+        RemoteStepBuilder {
+            saga: self,
+            name: name.into(),
+            on_execute: None,
+            on_success: None,
+            on_error: None,
+            on_failure: None,
+        }
+    }
+
+    /// Starts a conditional step named `name`.
+    pub fn conditional_step(self, name: impl Into<String>) -> ConditionalStepBuilder<C> {
+        ConditionalStepBuilder {
+            saga: self,
+            name: name.into(),
+            alternatives: Vec::new(),
+            else_then: None,
+        }
+    }
+
+    /// Validates the saga and returns its immutable definition.
+    pub fn commit(self) -> Result<SagaDefinition<C>, DefinitionError> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        if self.steps.is_empty() {
+            return Err(DefinitionError::EmptySaga { saga: self.name });
+        }
+        let fingerprint = Fingerprint::of(&self.name, &self.steps);
+        Ok(SagaDefinition {
+            name: self.name,
+            steps: self.steps,
+            fingerprint,
+        })
+    }
+
+    fn fail(&mut self, error: DefinitionError) {
+        self.error.get_or_insert(error);
+    }
+
+    fn push(mut self, step: Result<StepDefinition<C>, DefinitionError>) -> Self {
+        match step {
+            Ok(step) => {
+                if !is_valid_name(step.name()) {
+                    self.fail(DefinitionError::InvalidName {
+                        name: step.name().to_owned(),
+                    });
+                } else if self.steps.iter().any(|known| known.name() == step.name()) {
+                    let error = DefinitionError::DuplicateStepName {
+                        saga: self.name.clone(),
+                        step: step.name().to_owned(),
+                    };
+                    self.fail(error);
+                }
+                self.steps.push(step);
+            }
+            Err(error) => self.fail(error),
+        }
+        self
+    }
+}
+
+/// Whether `name` may be persisted as a saga or step name.
+pub(crate) fn is_valid_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+}
+
+/// Sets a handler slot, recording `error` if it was set already.
+fn set_once<H: ?Sized>(
+    saga: &mut Saga<impl Context>,
+    slot: &mut Option<Handler<H>>,
+    handler: Handler<H>,
+    error: impl FnOnce() -> DefinitionError,
+) {
+    if slot.is_some() {
+        saga.fail(error());
+    } else {
+        *slot = Some(handler);
+    }
+}
+
+/// The methods that close the current step and continue with the saga, shared by all step builders.
+macro_rules! continue_saga {
+    ($builder:ident) => {
+        impl<C: Context> $builder<C> {
+            /// Closes this step and starts a local step.
+            pub fn local_step(self, name: impl Into<String>) -> LocalStepBuilder<C> {
+                self.end().local_step(name)
+            }
+
+            /// Closes this step and starts a remote step.
+            pub fn remote_step(self, name: impl Into<String>) -> RemoteStepBuilder<C> {
+                self.end().remote_step(name)
+            }
+
+            /// Closes this step and starts a conditional step.
+            pub fn conditional_step(self, name: impl Into<String>) -> ConditionalStepBuilder<C> {
+                self.end().conditional_step(name)
+            }
+
+            /// Closes this step, validates the saga and returns its definition.
+            pub fn commit(self) -> Result<SagaDefinition<C>, DefinitionError> {
+                self.end().commit()
+            }
+        }
+    };
+}
+
+/// Builds a local step. Finish it by starting another step or with `commit()`.
+#[must_use = "a step builder does nothing until `commit()`"]
+pub struct LocalStepBuilder<C> {
+    saga: Saga<C>,
+    name: String,
+    on_execute: Option<Handler<dyn LocalCall<C>>>,
+    on_failure: Option<Handler<dyn LocalCall<C>>>,
+}
+
+impl<C: Context> LocalStepBuilder<C> {
+    /// The step's code: `async fn(&mut C) -> Result<(), StepError>`.
+    pub fn on_execute<F: for<'a> LocalFn<'a, C>>(self, f: F) -> Self {
+        self.set_execute(local(f))
+    }
+
+    /// `on_execute` with fixed parameters: `async fn(&mut C, &P) -> Result<(), StepError>`.
+    pub fn on_execute_with<P, F>(self, f: F, params: P) -> Self
+    where
+        P: Send + Sync + 'static,
+        F: for<'a> LocalFnWith<'a, C, P>,
+    {
+        self.set_execute(local_with(f, params))
+    }
+
+    /// The compensation: `async fn(&mut C) -> Result<(), StepError>`.
+    pub fn on_failure<F: for<'a> LocalFn<'a, C>>(self, f: F) -> Self {
+        self.set_failure(local(f))
+    }
+
+    /// `on_failure` with fixed parameters.
+    pub fn on_failure_with<P, F>(self, f: F, params: P) -> Self
+    where
+        P: Send + Sync + 'static,
+        F: for<'a> LocalFnWith<'a, C, P>,
+    {
+        self.set_failure(local_with(f, params))
+    }
+
+    fn set_execute(mut self, handler: Handler<dyn LocalCall<C>>) -> Self {
+        let (saga, step) = (self.saga.name.clone(), self.name.clone());
+        set_once(&mut self.saga, &mut self.on_execute, handler, || {
+            DefinitionError::MultipleOnExecute { saga, step }
+        });
+        self
+    }
+
+    fn set_failure(mut self, handler: Handler<dyn LocalCall<C>>) -> Self {
+        let (saga, step) = (self.saga.name.clone(), self.name.clone());
+        set_once(&mut self.saga, &mut self.on_failure, handler, || {
+            DefinitionError::MultipleOnFailure { saga, step }
+        });
+        self
+    }
+
+    fn end(self) -> Saga<C> {
+        let saga_name = self.saga.name.clone();
+        let step = match (self.on_execute, self.on_failure) {
+            (Some(on_execute), on_failure) => Ok(StepDefinition::Local(LocalStep {
+                name: self.name,
+                on_execute,
+                on_failure,
+            })),
+            (None, None) => Err(DefinitionError::EmptyStep {
+                saga: saga_name,
+                step: self.name,
+            }),
+            (None, Some(_)) => Err(DefinitionError::UndefinedOnExecute {
+                saga: saga_name,
+                step: self.name,
+            }),
+        };
+        self.saga.push(step)
+    }
+}
+
+continue_saga!(LocalStepBuilder);
+
+/// Builds a remote step. Finish it by starting another step or with `commit()`.
+#[must_use = "a step builder does nothing until `commit()`"]
+pub struct RemoteStepBuilder<C> {
+    saga: Saga<C>,
+    name: String,
+    on_execute: Option<Handler<dyn RequestCall<C>>>,
+    on_success: Option<Handler<dyn ReplyCall<C>>>,
+    on_error: Option<Handler<dyn ReplyCall<C>>>,
+    on_failure: Option<Handler<dyn RequestCall<C>>>,
+}
+
+impl<C: Context> RemoteStepBuilder<C> {
+    /// Builds the command: `async fn(&C) -> Result<SagaRequest, StepError>`.
+    pub fn on_execute<F: for<'a> RequestFn<'a, C>>(self, f: F) -> Self {
+        self.set_execute(request(f))
+    }
+
+    /// `on_execute` with fixed parameters: `async fn(&C, &P) -> Result<SagaRequest, StepError>`.
+    pub fn on_execute_with<P, F>(self, f: F, params: P) -> Self
+    where
+        P: Send + Sync + 'static,
+        F: for<'a> RequestFnWith<'a, C, P>,
+    {
+        self.set_execute(request_with(f, params))
+    }
+
+    /// Handles a SUCCESS reply: `async fn(&mut C, SagaResponse) -> Result<(), StepError>`.
+    pub fn on_success<F: for<'a> ReplyFn<'a, C>>(self, f: F) -> Self {
+        self.set_success(reply(f))
+    }
+
+    /// `on_success` with fixed parameters.
+    pub fn on_success_with<P, F>(self, f: F, params: P) -> Self
+    where
+        P: Send + Sync + 'static,
+        F: for<'a> ReplyFnWith<'a, C, P>,
+    {
+        self.set_success(reply_with(f, params))
+    }
+
+    /// Handles an ERROR reply: `async fn(&mut C, SagaResponse) -> Result<(), StepError>`. Without it,
+    /// an ERROR reply fails the step.
+    pub fn on_error<F: for<'a> ReplyFn<'a, C>>(self, f: F) -> Self {
+        self.set_error(reply(f))
+    }
+
+    /// `on_error` with fixed parameters.
+    pub fn on_error_with<P, F>(self, f: F, params: P) -> Self
+    where
+        P: Send + Sync + 'static,
+        F: for<'a> ReplyFnWith<'a, C, P>,
+    {
+        self.set_error(reply_with(f, params))
+    }
+
+    /// Builds the compensating command: `async fn(&C) -> Result<SagaRequest, StepError>`.
+    pub fn on_failure<F: for<'a> RequestFn<'a, C>>(self, f: F) -> Self {
+        self.set_failure(request(f))
+    }
+
+    /// `on_failure` with fixed parameters.
+    pub fn on_failure_with<P, F>(self, f: F, params: P) -> Self
+    where
+        P: Send + Sync + 'static,
+        F: for<'a> RequestFnWith<'a, C, P>,
+    {
+        self.set_failure(request_with(f, params))
+    }
+
+    fn set_execute(mut self, handler: Handler<dyn RequestCall<C>>) -> Self {
+        let (saga, step) = (self.saga.name.clone(), self.name.clone());
+        set_once(&mut self.saga, &mut self.on_execute, handler, || {
+            DefinitionError::MultipleOnExecute { saga, step }
+        });
+        self
+    }
+
+    fn set_success(mut self, handler: Handler<dyn ReplyCall<C>>) -> Self {
+        let (saga, step) = (self.saga.name.clone(), self.name.clone());
+        set_once(&mut self.saga, &mut self.on_success, handler, || {
+            DefinitionError::MultipleOnSuccess { saga, step }
+        });
+        self
+    }
+
+    fn set_error(mut self, handler: Handler<dyn ReplyCall<C>>) -> Self {
+        let (saga, step) = (self.saga.name.clone(), self.name.clone());
+        set_once(&mut self.saga, &mut self.on_error, handler, || {
+            DefinitionError::MultipleOnError { saga, step }
+        });
+        self
+    }
+
+    fn set_failure(mut self, handler: Handler<dyn RequestCall<C>>) -> Self {
+        let (saga, step) = (self.saga.name.clone(), self.name.clone());
+        set_once(&mut self.saga, &mut self.on_failure, handler, || {
+            DefinitionError::MultipleOnFailure { saga, step }
+        });
+        self
+    }
+
+    fn end(self) -> Saga<C> {
+        let saga_name = self.saga.name.clone();
+        let any_handler =
+            self.on_success.is_some() || self.on_error.is_some() || self.on_failure.is_some();
+        let step = match self.on_execute {
+            Some(on_execute) => Ok(StepDefinition::Remote(RemoteStep {
+                name: self.name,
+                on_execute,
+                on_success: self.on_success,
+                on_error: self.on_error,
+                on_failure: self.on_failure,
+            })),
+            None if any_handler => Err(DefinitionError::UndefinedOnExecute {
+                saga: saga_name,
+                step: self.name,
+            }),
+            None => Err(DefinitionError::EmptyStep {
+                saga: saga_name,
+                step: self.name,
+            }),
+        };
+        self.saga.push(step)
+    }
+}
+
+continue_saga!(RemoteStepBuilder);
+
+/// Builds a conditional step. Finish it by starting another step or with `commit()`.
+#[must_use = "a step builder does nothing until `commit()`"]
+pub struct ConditionalStepBuilder<C> {
+    saga: Saga<C>,
+    name: String,
+    alternatives: Vec<IfThen<C>>,
+    else_then: Option<Arc<SagaDefinition<C>>>,
+}
+
+impl<C: Context> ConditionalStepBuilder<C> {
+    /// Adds an alternative: when `condition` (`async fn(&C) -> Result<bool, StepError>`) holds and no
+    /// earlier alternative did, `saga` runs.
+    pub fn if_then<F>(self, condition: F, saga: impl Into<Arc<SagaDefinition<C>>>) -> Self
+    where
+        F: for<'a> ConditionFn<'a, C>,
+    {
+        self.add_if(condition_handler(condition), saga.into())
+    }
+
+    /// `if_then` with a condition that takes fixed parameters.
+    pub fn if_then_with<P, F>(
+        self,
+        condition: F,
+        params: P,
+        saga: impl Into<Arc<SagaDefinition<C>>>,
+    ) -> Self
+    where
+        P: Send + Sync + 'static,
+        F: for<'a> ConditionFnWith<'a, C, P>,
+    {
+        let handler = Handler {
+            name: Handler::<()>::name_of::<F>(),
+            call: Box::new(WithParams(condition, params)) as Box<dyn ConditionCall<C>>,
+        };
+        self.add_if(handler, saga.into())
+    }
+
+    /// The alternative that runs when no condition holds (at most one).
+    pub fn else_then(mut self, saga: impl Into<Arc<SagaDefinition<C>>>) -> Self {
+        if self.else_then.is_some() {
+            let error = DefinitionError::MultipleElseThen {
+                saga: self.saga.name.clone(),
+                step: self.name.clone(),
+            };
+            self.saga.fail(error);
+        } else {
+            self.else_then = Some(saga.into());
+        }
+        self
+    }
+
+    fn add_if(
+        mut self,
+        condition: Handler<dyn ConditionCall<C>>,
+        saga: Arc<SagaDefinition<C>>,
+    ) -> Self {
+        self.alternatives.push(IfThen { condition, saga });
+        self
+    }
+
+    fn end(self) -> Saga<C> {
+        let step = if self.alternatives.is_empty() && self.else_then.is_none() {
+            Err(DefinitionError::NoAlternative {
+                saga: self.saga.name.clone(),
+                step: self.name,
+            })
+        } else {
+            Ok(StepDefinition::Conditional(ConditionalStep {
+                name: self.name,
+                alternatives: self.alternatives,
+                else_then: self.else_then,
+            }))
+        };
+        self.saga.push(step)
+    }
+}
+
+continue_saga!(ConditionalStepBuilder);
+
+fn local<C: Context, F: for<'a> LocalFn<'a, C>>(f: F) -> Handler<dyn LocalCall<C>> {
+    Handler {
+        name: Handler::<()>::name_of::<F>(),
+        call: Box::new(Plain(f)),
+    }
+}
+
+fn local_with<C: Context, P: Send + Sync + 'static, F: for<'a> LocalFnWith<'a, C, P>>(
+    f: F,
+    params: P,
+) -> Handler<dyn LocalCall<C>> {
+    Handler {
+        name: Handler::<()>::name_of::<F>(),
+        call: Box::new(WithParams(f, params)),
+    }
+}
+
+fn request<C: Context, F: for<'a> RequestFn<'a, C>>(f: F) -> Handler<dyn RequestCall<C>> {
+    Handler {
+        name: Handler::<()>::name_of::<F>(),
+        call: Box::new(Plain(f)),
+    }
+}
+
+fn request_with<C: Context, P: Send + Sync + 'static, F: for<'a> RequestFnWith<'a, C, P>>(
+    f: F,
+    params: P,
+) -> Handler<dyn RequestCall<C>> {
+    Handler {
+        name: Handler::<()>::name_of::<F>(),
+        call: Box::new(WithParams(f, params)),
+    }
+}
+
+fn reply<C: Context, F: for<'a> ReplyFn<'a, C>>(f: F) -> Handler<dyn ReplyCall<C>> {
+    Handler {
+        name: Handler::<()>::name_of::<F>(),
+        call: Box::new(Plain(f)),
+    }
+}
+
+fn reply_with<C: Context, P: Send + Sync + 'static, F: for<'a> ReplyFnWith<'a, C, P>>(
+    f: F,
+    params: P,
+) -> Handler<dyn ReplyCall<C>> {
+    Handler {
+        name: Handler::<()>::name_of::<F>(),
+        call: Box::new(WithParams(f, params)),
+    }
+}
+
+fn condition_handler<C: Context, F: for<'a> ConditionFn<'a, C>>(
+    f: F,
+) -> Handler<dyn ConditionCall<C>> {
+    Handler {
+        name: Handler::<()>::name_of::<F>(),
+        call: Box::new(Plain(f)),
+    }
+}

@@ -1,0 +1,511 @@
+//! The step-running core: forward execution of one level of steps (a saga or a conditional's
+//! sub-saga), the remote step's reply handling, and compensation.
+//!
+//! Levels recurse through conditional steps, so the functions return boxed futures.
+
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::{InnerExecution, Outbox, SagaStatus, StepExecution, StepStatus};
+use crate::context::Context;
+use crate::definition::{
+    BoxFuture, Branch, ConditionalStep, LocalStep, RemoteStep, StepDefinition,
+};
+use crate::error::StepError;
+use crate::message::{BrokerMessage, Headers, SagaRequest, SagaResponse, SagaResponseStatus};
+
+use super::ExecutionEnv;
+
+/// What resumes a paused step.
+pub(super) enum Resume {
+    /// The reply to its command.
+    Reply(SagaResponse),
+    /// No reply came in time.
+    Timeout,
+}
+
+/// How a level (or a step) ended this time.
+pub(super) enum LevelOutcome {
+    Done,
+    Paused,
+    Failed(Failure),
+}
+
+/// The step that failed and why.
+pub(super) struct Failure {
+    pub(super) step: String,
+    pub(super) status: StepStatus,
+    pub(super) message: String,
+}
+
+/// What every step of one `execute` call shares.
+pub(super) struct Run<'r> {
+    id: Uuid,
+    user: Option<&'r str>,
+    env: &'r ExecutionEnv,
+    headers: &'r Headers,
+    outbox: &'r mut Outbox,
+}
+
+impl<'r> Run<'r> {
+    pub(super) fn new(
+        id: Uuid,
+        user: Option<&'r str>,
+        env: &'r ExecutionEnv,
+        headers: &'r Headers,
+        outbox: &'r mut Outbox,
+    ) -> Self {
+        Self {
+            id,
+            user,
+            env,
+            headers,
+            outbox,
+        }
+    }
+
+    /// Queues `request` as a command with the execution's headers; returns the message id.
+    fn send(&mut self, request: SagaRequest) -> Uuid {
+        let (target, content) = request.into_parts();
+        let mut message = BrokerMessage::new(target, content).with_reply_to(self.env.reply_topic());
+        message.headers.clone_from(self.headers);
+        let id = message.id;
+        self.outbox.push(message);
+        id
+    }
+}
+
+/// Awaits a handler, turning its error or its panic into the failure message.
+async fn guarded<T>(future: BoxFuture<'_, Result<T, StepError>>) -> Result<T, String> {
+    match AssertUnwindSafe(future).catch_unwind().await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(panic) => Err(format!("handler panicked: {}", panic_message(&*panic))),
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
+}
+
+/// Runs one level: resumes its paused step with `resume`, then runs its remaining steps in order.
+pub(super) fn run_level<'a, C: Context>(
+    definitions: &'a [StepDefinition<C>],
+    steps: &'a mut Vec<StepExecution>,
+    context: &'a mut C,
+    mut resume: Option<Resume>,
+    run: &'a mut Run<'_>,
+) -> BoxFuture<'a, LevelOutcome> {
+    Box::pin(async move {
+        if let Some(last) = steps.len().checked_sub(1) {
+            if steps[last].status == StepStatus::PausedByOnExecute {
+                let Some(input) = resume.take() else {
+                    return LevelOutcome::Paused;
+                };
+                match run_step(
+                    &definitions[last],
+                    &mut steps[last],
+                    context,
+                    Some(input),
+                    run,
+                )
+                .await
+                {
+                    LevelOutcome::Done => {}
+                    other => return other,
+                }
+            }
+        }
+        while steps.len() < definitions.len() {
+            let definition = &definitions[steps.len()];
+            steps.push(StepExecution::new(definition.name(), definition.kind()));
+            let step = steps.last_mut().expect("a step was just pushed");
+            match run_step(definition, step, context, None, run).await {
+                LevelOutcome::Done => {}
+                other => return other,
+            }
+        }
+        LevelOutcome::Done
+    })
+}
+
+/// Runs (or resumes) one step.
+async fn run_step<C: Context>(
+    definition: &StepDefinition<C>,
+    step: &mut StepExecution,
+    context: &mut C,
+    resume: Option<Resume>,
+    run: &mut Run<'_>,
+) -> LevelOutcome {
+    let span = tracing::info_span!(
+        "saga.step",
+        saga.step = %step.name,
+        saga.kind = %step.kind,
+        saga.phase = "forward"
+    );
+    async move {
+        match definition {
+            StepDefinition::Local(local) => run_local(local, step, context, run).await,
+            StepDefinition::Remote(remote) => match resume {
+                None => send_remote(remote, step, context, run).await,
+                Some(input) => receive_remote(remote, step, context, input, run).await,
+            },
+            StepDefinition::Conditional(conditional) => {
+                run_conditional(conditional, step, context, resume, run).await
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn fail(step: &mut StepExecution, status: StepStatus, message: String) -> LevelOutcome {
+    tracing::warn!(saga.step = %step.name, %status, %message, "saga step failed");
+    step.status = status;
+    step.error = Some(message.clone());
+    LevelOutcome::Failed(Failure {
+        step: step.name.clone(),
+        status,
+        message,
+    })
+}
+
+async fn run_local<C: Context>(
+    local: &LocalStep<C>,
+    step: &mut StepExecution,
+    context: &mut C,
+    run: &mut Run<'_>,
+) -> LevelOutcome {
+    step.status = StepStatus::RunningOnExecute;
+    step.related_services.insert(run.env.service().to_owned());
+    match guarded(local.on_execute.call.call(context)).await {
+        Ok(()) => {
+            step.status = StepStatus::Finished;
+            LevelOutcome::Done
+        }
+        // The step did not complete, so its own compensation does not run.
+        Err(message) => fail(step, StepStatus::ErroredOnExecute, message),
+    }
+}
+
+async fn send_remote<C: Context>(
+    remote: &RemoteStep<C>,
+    step: &mut StepExecution,
+    context: &mut C,
+    run: &mut Run<'_>,
+) -> LevelOutcome {
+    step.status = StepStatus::RunningOnExecute;
+    step.related_services.insert(run.env.service().to_owned());
+    match guarded(remote.on_execute.call.call(context)).await {
+        Ok(request) => {
+            step.request_id = Some(run.send(request));
+            step.status = StepStatus::FinishedOnExecute;
+            step.status = StepStatus::PausedByOnExecute;
+            LevelOutcome::Paused
+        }
+        // Nothing was sent, so there is nothing of this step to compensate.
+        Err(message) => fail(step, StepStatus::ErroredOnExecute, message),
+    }
+}
+
+async fn receive_remote<C: Context>(
+    remote: &RemoteStep<C>,
+    step: &mut StepExecution,
+    context: &mut C,
+    input: Resume,
+    run: &mut Run<'_>,
+) -> LevelOutcome {
+    let reply = match input {
+        Resume::Reply(reply) => reply,
+        Resume::Timeout => {
+            // The participant may have acted without its reply reaching us: compensate this step
+            // too, before the saga compensates the earlier ones.
+            let outcome = fail(
+                step,
+                StepStatus::ErroredByOnExecute,
+                "no reply arrived before the timeout".to_owned(),
+            );
+            self_compensate(remote, step, context, run).await;
+            return outcome;
+        }
+    };
+    step.related_services
+        .extend(reply.related_services().iter().cloned());
+    let (handler, running, errored) = match reply.status() {
+        SagaResponseStatus::Success => (
+            remote.on_success.as_ref(),
+            StepStatus::RunningOnSuccess,
+            StepStatus::ErroredOnSuccess,
+        ),
+        SagaResponseStatus::Error => match &remote.on_error {
+            Some(handler) => (
+                Some(handler),
+                StepStatus::RunningOnError,
+                StepStatus::ErroredOnError,
+            ),
+            // A refusal nobody handles must not be taken as a yes.
+            None => {
+                return fail(
+                    step,
+                    StepStatus::ErroredByOnExecute,
+                    format!("the participant refused: {}", reply.raw_content()),
+                );
+            }
+        },
+        SagaResponseStatus::SystemError => {
+            return fail(
+                step,
+                StepStatus::ErroredByOnExecute,
+                format!("the participant failed: {}", reply.raw_content()),
+            );
+        }
+    };
+    step.status = running;
+    let Some(handler) = handler else {
+        step.status = StepStatus::Finished;
+        return LevelOutcome::Done;
+    };
+    match guarded(handler.call.call(context, reply)).await {
+        Ok(()) => {
+            step.status = StepStatus::Finished;
+            LevelOutcome::Done
+        }
+        Err(message) => {
+            // The participant did act: undo it before the saga compensates the earlier steps.
+            let outcome = fail(step, errored, message);
+            self_compensate(remote, step, context, run).await;
+            outcome
+        }
+    }
+}
+
+/// Runs a failed remote step's own compensation, keeping its failed status.
+async fn self_compensate<C: Context>(
+    remote: &RemoteStep<C>,
+    step: &mut StepExecution,
+    context: &mut C,
+    run: &mut Run<'_>,
+) {
+    let status = step.status;
+    if compensate_remote(remote, step, context, run).await.is_ok() {
+        step.status = status;
+    }
+}
+
+async fn run_conditional<C: Context>(
+    conditional: &ConditionalStep<C>,
+    step: &mut StepExecution,
+    context: &mut C,
+    resume: Option<Resume>,
+    run: &mut Run<'_>,
+) -> LevelOutcome {
+    if step.branch.is_none() {
+        step.status = StepStatus::RunningOnExecute;
+        let mut chosen = None;
+        for (index, alternative) in conditional.alternatives.iter().enumerate() {
+            match guarded(alternative.condition.call.call(context)).await {
+                Ok(true) => {
+                    chosen = Some(Branch::If(index));
+                    break;
+                }
+                Ok(false) => {}
+                Err(message) => {
+                    return fail(
+                        step,
+                        StepStatus::ErroredOnExecute,
+                        format!("condition {} failed: {message}", index + 1),
+                    );
+                }
+            }
+        }
+        let branch = chosen.unwrap_or(if conditional.else_then.is_some() {
+            Branch::Else
+        } else {
+            Branch::NoMatch
+        });
+        // Remembered so that the conditions are never evaluated again, whatever happens next.
+        step.branch = Some(branch);
+        if let Some(saga) = conditional.branch_saga(branch) {
+            step.inner = Some(InnerExecution {
+                id: run.id,
+                saga: saga.name().to_owned(),
+                user: run.user.map(str::to_owned),
+                status: SagaStatus::Running,
+                steps: Vec::new(),
+                already_rollback: false,
+            });
+        }
+    }
+    let branch = step.branch.unwrap_or(Branch::NoMatch);
+    let (Some(saga), Some(inner)) = (conditional.branch_saga(branch), step.inner.as_mut()) else {
+        step.status = StepStatus::Finished;
+        return LevelOutcome::Done;
+    };
+    inner.status = SagaStatus::Running;
+    match run_level(saga.steps(), &mut inner.steps, context, resume, run).await {
+        LevelOutcome::Done => {
+            inner.status = SagaStatus::Finished;
+            step.status = StepStatus::Finished;
+            LevelOutcome::Done
+        }
+        LevelOutcome::Paused => {
+            inner.status = SagaStatus::Paused;
+            step.status = StepStatus::PausedByOnExecute;
+            LevelOutcome::Paused
+        }
+        LevelOutcome::Failed(failure) => {
+            // The sub-saga compensates its own steps first; the outer saga then compensates its
+            // earlier steps (this step is not among them: it did not complete).
+            let failed = rollback_level(saga.steps(), &mut inner.steps, context, run).await;
+            inner.already_rollback = failed.is_empty();
+            inner.status = SagaStatus::Errored;
+            let message = format!(
+                "sub-saga `{}` failed at step `{}` ({}): {}",
+                saga.name(),
+                failure.step,
+                failure.status,
+                failure.message
+            );
+            fail(step, StepStatus::ErroredByOnExecute, message)
+        }
+    }
+}
+
+/// Compensates the completed steps of one level in reverse order, each at most once; a failing
+/// compensation is recorded and the others still run. Returns the names of those that failed.
+pub(super) fn rollback_level<'a, C: Context>(
+    definitions: &'a [StepDefinition<C>],
+    steps: &'a mut [StepExecution],
+    context: &'a mut C,
+    run: &'a mut Run<'_>,
+) -> BoxFuture<'a, Vec<String>> {
+    Box::pin(async move {
+        let mut failed = Vec::new();
+        for index in (0..steps.len()).rev() {
+            let step = &mut steps[index];
+            let completed = matches!(
+                step.status,
+                StepStatus::Finished | StepStatus::ErroredOnFailure
+            );
+            if !completed || step.already_rollback {
+                continue;
+            }
+            if compensate_step(&definitions[index], step, context, run)
+                .await
+                .is_err()
+            {
+                failed.push(step.name.clone());
+            }
+        }
+        failed
+    })
+}
+
+/// Compensates one step: a local step's `on_failure`, a remote step's compensating command, a
+/// conditional step's sub-saga.
+pub(super) async fn compensate_step<C: Context>(
+    definition: &StepDefinition<C>,
+    step: &mut StepExecution,
+    context: &mut C,
+    run: &mut Run<'_>,
+) -> Result<(), ()> {
+    let span = tracing::info_span!(
+        "saga.step",
+        saga.step = %step.name,
+        saga.kind = %step.kind,
+        saga.phase = "compensate"
+    );
+    async move {
+        match definition {
+            StepDefinition::Local(local) => {
+                let status = step.status;
+                if let Some(handler) = &local.on_failure {
+                    step.status = StepStatus::RunningOnFailure;
+                    if let Err(message) = guarded(handler.call.call(context)).await {
+                        compensation_failed(step, message);
+                        return Err(());
+                    }
+                }
+                step.status = restore(status);
+                step.already_rollback = true;
+                Ok(())
+            }
+            StepDefinition::Remote(remote) => {
+                let status = step.status;
+                compensate_remote(remote, step, context, run).await?;
+                step.status = restore(status);
+                Ok(())
+            }
+            StepDefinition::Conditional(conditional) => {
+                if let (Some(branch), Some(inner)) = (step.branch, step.inner.as_mut()) {
+                    if let Some(saga) = conditional.branch_saga(branch) {
+                        if !inner.already_rollback {
+                            let failed =
+                                rollback_level(saga.steps(), &mut inner.steps, context, run).await;
+                            if !failed.is_empty() {
+                                let message = format!(
+                                    "compensation failed in sub-saga `{}` for {}",
+                                    saga.name(),
+                                    failed.join(", ")
+                                );
+                                compensation_failed(step, message);
+                                return Err(());
+                            }
+                            inner.already_rollback = true;
+                        }
+                    }
+                }
+                step.status = restore(step.status);
+                step.already_rollback = true;
+                Ok(())
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// After a successful retry of a failed compensation the step is a completed, compensated step.
+fn restore(status: StepStatus) -> StepStatus {
+    if status == StepStatus::ErroredOnFailure {
+        StepStatus::Finished
+    } else {
+        status
+    }
+}
+
+fn compensation_failed(step: &mut StepExecution, message: String) {
+    tracing::warn!(saga.step = %step.name, %message, "saga compensation failed");
+    step.status = StepStatus::ErroredOnFailure;
+    step.error = Some(message);
+}
+
+/// Builds and queues a remote step's compensating command.
+async fn compensate_remote<C: Context>(
+    remote: &RemoteStep<C>,
+    step: &mut StepExecution,
+    context: &mut C,
+    run: &mut Run<'_>,
+) -> Result<(), ()> {
+    if let Some(handler) = &remote.on_failure {
+        step.status = StepStatus::RunningOnFailure;
+        match guarded(handler.call.call(context)).await {
+            Ok(request) => {
+                run.send(request);
+            }
+            Err(message) => {
+                compensation_failed(step, message);
+                return Err(());
+            }
+        }
+    }
+    step.already_rollback = true;
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! The stored form of an execution: plain data, independent of the context type, so that
+//! repositories and the manager handle executions of every saga alike.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{ExecutionSettings, SagaStatus, StepExecution};
+use crate::definition::{SagaDefinition, StepDefinition};
+use crate::error::LoadError;
+use crate::message::Headers;
+
+/// One stored execution: what a repository keeps (one row per execution in SQL backends).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionRecord {
+    /// The execution (and transaction) id.
+    pub id: Uuid,
+    /// The saga's persisted name.
+    pub saga: String,
+    /// The fingerprint of the definition the execution was made from.
+    pub fingerprint: crate::definition::Fingerprint,
+    /// The status.
+    pub status: SagaStatus,
+    /// The context, as JSON.
+    pub context: Value,
+    /// The step executions, in definition order.
+    pub steps: Vec<StepExecution>,
+    /// The name of the top-level step waiting for a reply.
+    #[serde(default)]
+    pub paused_step: Option<String>,
+    /// Whether the execution was compensated.
+    #[serde(default)]
+    pub already_rollback: bool,
+    /// The acting user.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Headers inherited from the message being handled when the saga started.
+    #[serde(default)]
+    pub headers: Headers,
+    #[serde(default)]
+    pub(crate) settings: ExecutionSettings,
+    /// When the paused step stops waiting (milliseconds since the Unix epoch).
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+    /// The version of the stored copy (optimistic concurrency; 0: never stored).
+    #[serde(default)]
+    pub version: u64,
+    /// Creation time (milliseconds since the Unix epoch).
+    #[serde(default)]
+    pub created_at_ms: u64,
+    /// Last change (milliseconds since the Unix epoch).
+    #[serde(default)]
+    pub updated_at_ms: u64,
+}
+
+impl ExecutionRecord {
+    /// Decodes a record written as JSON.
+    pub fn from_json(json: &str) -> Result<Self, LoadError> {
+        serde_json::from_str(json).map_err(|error| LoadError::Corrupt {
+            id: Uuid::nil(),
+            reason: format!("not a saga execution record: {error}"),
+        })
+    }
+
+    /// Encodes the record as JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("records hold only JSON-encodable data")
+    }
+
+    /// Whether the execution commits on success and rejects on failure.
+    pub fn autocommit(&self) -> bool {
+        self.settings.autocommit
+    }
+
+    /// Checks that the record belongs to `definition`.
+    pub(crate) fn check_against<C>(&self, definition: &SagaDefinition<C>) -> Result<(), LoadError> {
+        if self.saga != definition.name() {
+            return Err(LoadError::WrongSaga {
+                id: self.id,
+                stored: self.saga.clone(),
+                expected: definition.name().to_owned(),
+            });
+        }
+        if self.fingerprint != definition.fingerprint() {
+            return Err(LoadError::FingerprintMismatch {
+                id: self.id,
+                saga: self.saga.clone(),
+                stored: self.fingerprint,
+                registered: definition.fingerprint(),
+            });
+        }
+        check_steps(self.id, definition.steps(), &self.steps)
+    }
+}
+
+/// Checks step executions against step definitions, recursing into conditional sub-sagas.
+fn check_steps<C>(
+    id: Uuid,
+    definitions: &[StepDefinition<C>],
+    steps: &[StepExecution],
+) -> Result<(), LoadError> {
+    let corrupt = |reason: String| Err(LoadError::Corrupt { id, reason });
+    if steps.len() > definitions.len() {
+        return corrupt(format!(
+            "{} step executions for {} steps",
+            steps.len(),
+            definitions.len()
+        ));
+    }
+    for (definition, step) in definitions.iter().zip(steps) {
+        if definition.name() != step.name || definition.kind() != step.kind {
+            return corrupt(format!(
+                "step execution `{}` ({}) does not match step `{}` ({})",
+                step.name,
+                step.kind,
+                definition.name(),
+                definition.kind()
+            ));
+        }
+        if let StepDefinition::Conditional(conditional) = definition {
+            match (step.branch, &step.inner) {
+                (Some(branch), inner) => match (conditional.branch_saga(branch), inner) {
+                    (Some(saga), Some(inner)) if inner.saga == saga.name() => {
+                        check_steps(id, saga.steps(), &inner.steps)?;
+                    }
+                    (None, None) => {}
+                    _ => {
+                        return corrupt(format!(
+                            "conditional step `{}` records branch {branch:?} that does not match its sub-saga",
+                            step.name
+                        ));
+                    }
+                },
+                (None, None) => {}
+                (None, Some(_)) => {
+                    return corrupt(format!(
+                        "conditional step `{}` has a sub-saga execution but no branch",
+                        step.name
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}

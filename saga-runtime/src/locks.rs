@@ -1,0 +1,55 @@
+//! Per-execution locks: one caller at a time advances an execution in this process.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::OwnedMutexGuard;
+use uuid::Uuid;
+
+type Table = Arc<Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>>;
+
+/// A table of async mutexes keyed by execution id; entries live only while someone holds or waits
+/// for them.
+#[derive(Debug, Default)]
+pub(crate) struct ExecutionLocks {
+    table: Table,
+}
+
+impl ExecutionLocks {
+    /// Waits until no one else advances execution `id`.
+    pub(crate) async fn lock(&self, id: Uuid) -> ExecutionGuard {
+        let mutex = Arc::clone(
+            self.table
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(id)
+                .or_default(),
+        );
+        let guard = Arc::clone(&mutex).lock_owned().await;
+        ExecutionGuard {
+            table: Arc::clone(&self.table),
+            id,
+            mutex,
+            guard: Some(guard),
+        }
+    }
+}
+
+/// Holds an execution's lock; dropping it releases the lock.
+pub(crate) struct ExecutionGuard {
+    table: Table,
+    id: Uuid,
+    mutex: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl Drop for ExecutionGuard {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        // Two references left (the table's and ours): nobody else holds or waits for it.
+        if Arc::strong_count(&self.mutex) == 2 {
+            table.remove(&self.id);
+        }
+    }
+}

@@ -1,0 +1,703 @@
+//! The manager: starts executions, resumes them with replies, enforces timeouts, and runs the
+//! two-phase commit when they end.
+//!
+//! Every path that changes an execution goes through [`Inner::drive`] under the execution's lock:
+//! run the engine, store the new state, then publish what the engine emitted (store first, so that no
+//! message is ever sent for a state that was not stored), then commit or reject the transaction.
+//! Waiting "in memory" is the same path: the execution is stored at its pause and the caller waits
+//! for the reply listener to report that it ended, so a crash while waiting loses nothing.
+
+mod options;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+use uuid::Uuid;
+
+pub use options::{RunOptions, RunOutcome};
+
+use crate::broker::{Broker, InProcessBroker, Subscription};
+use crate::committer::{CommitError, TransactionCommitter};
+use crate::context::Context;
+use crate::definition::{Fingerprint, SagaDefinition};
+use crate::error::{BrokerError, ExecutionError, LoadError, MessageError, RepositoryError};
+use crate::execution::{
+    ExecutionEnv, ExecutionRecord, Outbox, Progress, ReplyRejection, SagaExecution, SagaStatus,
+    now_ms,
+};
+use crate::locks::ExecutionLocks;
+use crate::message::{BrokerMessage, SagaResponse, header};
+use crate::repository::{InMemoryRepository, SagaExecutionRepository};
+use crate::request_scope::RequestHeaders;
+
+/// What went wrong in a manager call.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SagaError {
+    /// The execution failed (a step, the commit) or refused the request; see the inner error.
+    #[error(transparent)]
+    Execution(#[from] ExecutionError),
+    /// A stored execution could not be resumed.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The repository failed.
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+    /// The broker failed.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// A message that is not a saga reply.
+    #[error(transparent)]
+    Message(#[from] MessageError),
+    /// The context could not be encoded for storage.
+    #[error("the saga context cannot be encoded: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// Another definition with the same name and a different fingerprint is registered.
+    #[error(
+        "saga `{name}` is registered with fingerprint {registered}; a definition with fingerprint {offered} cannot share its name"
+    )]
+    ConflictingDefinition {
+        /// The saga name.
+        name: String,
+        /// The registered fingerprint.
+        registered: Fingerprint,
+        /// The other definition's fingerprint.
+        offered: Fingerprint,
+    },
+    /// The manager shut down while the run waited for its execution to end.
+    #[error("the saga manager shut down while execution {id} was waiting")]
+    Shutdown {
+        /// The execution, which stays stored and resumable.
+        id: Uuid,
+    },
+}
+
+/// What happened to a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyOutcome {
+    /// The reply advanced the execution, which is now in `status`.
+    Applied {
+        /// The execution.
+        id: Uuid,
+        /// Its status after the reply.
+        status: SagaStatus,
+    },
+    /// The reply changed nothing.
+    Ignored {
+        /// The execution it named.
+        id: Uuid,
+        /// Why.
+        reason: ReplyRejection,
+    },
+}
+
+/// Counts of what the reply listener did with what it received.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplyStats {
+    /// Replies that advanced an execution.
+    pub applied: u64,
+    /// Replies that changed nothing (late, duplicate, unknown execution...).
+    pub ignored: u64,
+    /// Messages that were not saga replies.
+    pub malformed: u64,
+    /// Replies whose handling failed (storage, broker, unknown saga...).
+    pub failed: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    applied: AtomicU64,
+    ignored: AtomicU64,
+    malformed: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Runs and resumes saga executions for one service.
+///
+/// Cheap to clone; the reply listener stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct SagaManager {
+    inner: Arc<Inner>,
+    _listener: Arc<ListenerGuard>,
+}
+
+impl std::fmt::Debug for SagaManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SagaManager")
+            .field("service", &self.inner.env.service())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`SagaManager`].
+#[must_use = "call `build().await` to get the manager"]
+pub struct SagaManagerBuilder {
+    service: String,
+    repository: Option<Arc<dyn SagaExecutionRepository>>,
+    broker: Option<Arc<dyn Broker>>,
+    commit_timeout: Duration,
+}
+
+impl SagaManagerBuilder {
+    /// The repository (default: a new [`InMemoryRepository`]).
+    pub fn repository(mut self, repository: impl SagaExecutionRepository) -> Self {
+        self.repository = Some(Arc::new(repository));
+        self
+    }
+
+    /// The repository, shared.
+    pub fn shared_repository(mut self, repository: Arc<dyn SagaExecutionRepository>) -> Self {
+        self.repository = Some(repository);
+        self
+    }
+
+    /// The broker (default: a new [`InProcessBroker`]).
+    pub fn broker(mut self, broker: impl Broker) -> Self {
+        self.broker = Some(Arc::new(broker));
+        self
+    }
+
+    /// The broker, shared.
+    pub fn shared_broker(mut self, broker: Arc<dyn Broker>) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
+    /// How long each phase of the two-phase commit waits for the participants (default 30 s).
+    pub fn commit_timeout(mut self, timeout: Duration) -> Self {
+        self.commit_timeout = timeout;
+        self
+    }
+
+    /// Subscribes to the service's reply topic and starts the reply listener.
+    pub async fn build(self) -> Result<SagaManager, SagaError> {
+        let env = ExecutionEnv::new(self.service);
+        let broker = self
+            .broker
+            .unwrap_or_else(|| Arc::new(InProcessBroker::new()));
+        let repository = self
+            .repository
+            .unwrap_or_else(|| Arc::new(InMemoryRepository::new()));
+        let committer =
+            TransactionCommitter::new(Arc::clone(&broker), env.service(), self.commit_timeout);
+        let subscription = broker.subscribe(env.reply_topic()).await?;
+        let inner = Arc::new(Inner {
+            env,
+            repository,
+            broker,
+            committer,
+            sagas: RwLock::default(),
+            locks: ExecutionLocks::default(),
+            waiters: Mutex::default(),
+            counters: Counters::default(),
+        });
+        let listener = tokio::spawn(listen(Arc::downgrade(&inner), subscription));
+        Ok(SagaManager {
+            inner,
+            _listener: Arc::new(ListenerGuard(listener)),
+        })
+    }
+}
+
+/// Stops the reply listener when the last manager handle goes.
+struct ListenerGuard(JoinHandle<()>);
+
+impl Drop for ListenerGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl SagaManager {
+    /// Starts building the manager of service `service` (replies arrive on `{service}Reply`).
+    pub fn builder(service: impl Into<String>) -> SagaManagerBuilder {
+        SagaManagerBuilder {
+            service: service.into(),
+            repository: None,
+            broker: None,
+            commit_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The service's execution environment.
+    pub fn env(&self) -> &ExecutionEnv {
+        &self.inner.env
+    }
+
+    /// The repository.
+    pub fn repository(&self) -> &Arc<dyn SagaExecutionRepository> {
+        &self.inner.repository
+    }
+
+    /// The broker.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.inner.broker
+    }
+
+    /// What the reply listener did so far.
+    pub fn reply_stats(&self) -> ReplyStats {
+        let counters = &self.inner.counters;
+        ReplyStats {
+            applied: counters.applied.load(Ordering::Relaxed),
+            ignored: counters.ignored.load(Ordering::Relaxed),
+            malformed: counters.malformed.load(Ordering::Relaxed),
+            failed: counters.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Makes `definition` known, so that stored executions of it can be resumed by name.
+    pub fn register<C: Context>(
+        &self,
+        definition: impl Into<Arc<SagaDefinition<C>>>,
+    ) -> Result<(), SagaError> {
+        self.inner.register(definition.into())
+    }
+
+    /// Starts an execution of `definition` with `context`.
+    ///
+    /// By default it waits until the execution ends and returns it (or the error of a failed saga);
+    /// see [`RunOptions`] for the other behaviours.
+    pub async fn run<C: Context>(
+        &self,
+        definition: impl Into<Arc<SagaDefinition<C>>>,
+        context: C,
+        options: RunOptions,
+    ) -> Result<RunOutcome<C>, SagaError> {
+        let definition = definition.into();
+        self.inner.register(Arc::clone(&definition))?;
+        let request = RequestHeaders::current();
+        let inherited = request.as_ref().map(RequestHeaders::snapshot);
+        let mut execution = SagaExecution::new(Arc::clone(&definition), context);
+        let user = inherited
+            .as_ref()
+            .and_then(|headers| headers.get(header::USER).cloned())
+            .or(options.user.clone());
+        if let Some(user) = user {
+            execution = execution.with_user(user);
+        }
+        if let Some(headers) = inherited {
+            execution = execution.with_inherited_headers(headers);
+        }
+        execution.settings.autocommit = options.autocommit;
+        execution.settings.timeout_ms = options.timeout.map(duration_ms);
+        let id = execution.id();
+
+        // Registered before the first store, so that the end cannot be missed.
+        let waiter = (!options.pause_on_disk).then(|| self.inner.wait_for(id));
+        let driven = {
+            let _guard = self.inner.locks.lock(id).await;
+            self.inner.drive(&mut execution, Input::Start).await?
+        };
+        let (execution, failure) = match waiter {
+            Some(waiter) if execution.status() == SagaStatus::Paused => {
+                let completion = waiter.await.map_err(|_| SagaError::Shutdown { id })?;
+                let execution = SagaExecution::from_record(definition, completion.record)?;
+                (execution, completion.failure)
+            }
+            waiter => {
+                if waiter.is_some() {
+                    self.inner.forget_waiter(id);
+                }
+                (execution, driven.failure)
+            }
+        };
+        if let Some(request) = &request {
+            request.add_related_services(&execution.related_services(&self.inner.env));
+        }
+        if let Some(failure) = failure {
+            if options.raise_on_error {
+                return Err(failure.into());
+            }
+        }
+        Ok(if options.return_execution {
+            RunOutcome::Execution(execution)
+        } else {
+            RunOutcome::Id(id)
+        })
+    }
+
+    /// Resumes the execution `reply` names with it.
+    pub async fn resume(&self, reply: SagaResponse) -> Result<ReplyOutcome, SagaError> {
+        self.inner
+            .advance_stored(reply.saga(), Input::Reply(reply))
+            .await
+    }
+
+    /// Reads `message` as a reply and resumes the execution it names.
+    pub async fn handle_reply(&self, message: &BrokerMessage) -> Result<ReplyOutcome, SagaError> {
+        let reply = SagaResponse::from_message(message)?;
+        self.resume(reply).await
+    }
+
+    /// Compensates a stored execution by hand: its executed steps in reverse order, then (with its
+    /// autocommit setting) rejects its transactions. A second rollback is an error and sends nothing.
+    pub async fn rollback(&self, id: Uuid) -> Result<SagaStatus, SagaError> {
+        match self.inner.advance_stored(id, Input::Rollback).await? {
+            ReplyOutcome::Applied { status, .. } => Ok(status),
+            ReplyOutcome::Ignored { reason, .. } => {
+                Err(ExecutionError::ReplyRejected { id, reason }.into())
+            }
+        }
+    }
+
+    /// Loads a stored execution of `definition`.
+    pub async fn load<C: Context>(
+        &self,
+        definition: impl Into<Arc<SagaDefinition<C>>>,
+        id: Uuid,
+    ) -> Result<SagaExecution<C>, SagaError> {
+        let record = self.inner.repository.load(id).await?;
+        Ok(SagaExecution::from_record(definition, record)?)
+    }
+}
+
+/// What advances an execution.
+enum Input {
+    Start,
+    Reply(SagaResponse),
+    Expire(Uuid),
+    Rollback,
+}
+
+/// The result of one drive.
+#[derive(Default)]
+struct Driven {
+    /// The saga failed (raised to the caller with `raise_on_error`).
+    failure: Option<ExecutionError>,
+    /// The input was a reply that did not fit.
+    rejection: Option<ReplyRejection>,
+}
+
+/// How an execution ended, for the run waiting in memory.
+struct Completion {
+    record: ExecutionRecord,
+    failure: Option<ExecutionError>,
+}
+
+struct Inner {
+    env: ExecutionEnv,
+    repository: Arc<dyn SagaExecutionRepository>,
+    broker: Arc<dyn Broker>,
+    committer: TransactionCommitter,
+    sagas: RwLock<HashMap<String, Arc<dyn ErasedSaga>>>,
+    locks: ExecutionLocks,
+    waiters: Mutex<HashMap<Uuid, oneshot::Sender<Completion>>>,
+    counters: Counters,
+}
+
+impl Inner {
+    fn register<C: Context>(&self, definition: Arc<SagaDefinition<C>>) -> Result<(), SagaError> {
+        let mut sagas = self.sagas.write().unwrap_or_else(PoisonError::into_inner);
+        match sagas.get(definition.name()) {
+            Some(known) if known.fingerprint() == definition.fingerprint() => Ok(()),
+            Some(known) => Err(SagaError::ConflictingDefinition {
+                name: definition.name().to_owned(),
+                registered: known.fingerprint(),
+                offered: definition.fingerprint(),
+            }),
+            None => {
+                sagas.insert(definition.name().to_owned(), Arc::new(Typed(definition)));
+                Ok(())
+            }
+        }
+    }
+
+    fn saga(&self, name: &str) -> Option<Arc<dyn ErasedSaga>> {
+        self.sagas
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    fn wait_for(&self, id: Uuid) -> oneshot::Receiver<Completion> {
+        let (sender, receiver) = oneshot::channel();
+        self.waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, sender);
+        receiver
+    }
+
+    fn forget_waiter(&self, id: Uuid) {
+        self.waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+    }
+
+    fn has_waiter(&self, id: Uuid) -> bool {
+        self.waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&id)
+    }
+
+    fn complete(&self, id: Uuid, completion: Completion) {
+        let waiter = self
+            .waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        if let Some(waiter) = waiter {
+            // The run may have given up waiting; the execution is stored either way.
+            let _ = waiter.send(completion);
+        }
+    }
+
+    /// Loads execution `id`, advances it with `input` and stores it, under its lock.
+    async fn advance_stored(
+        self: &Arc<Self>,
+        id: Uuid,
+        input: Input,
+    ) -> Result<ReplyOutcome, SagaError> {
+        let _guard = self.locks.lock(id).await;
+        let record = match self.repository.load(id).await {
+            Ok(record) => record,
+            Err(RepositoryError::NotFound { .. }) => {
+                return Ok(ReplyOutcome::Ignored {
+                    id,
+                    reason: ReplyRejection::UnknownExecution,
+                });
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let saga = self
+            .saga(&record.saga)
+            .ok_or_else(|| LoadError::UnknownSaga {
+                id,
+                saga: record.saga.clone(),
+            })?;
+        saga.advance(self, record, input).await
+    }
+
+    /// Runs the engine on `execution`, stores the result, publishes what it emitted, and settles the
+    /// transaction when the execution ended.
+    async fn drive<C: Context>(
+        self: &Arc<Self>,
+        execution: &mut SagaExecution<C>,
+        input: Input,
+    ) -> Result<Driven, SagaError> {
+        let span = tracing::info_span!(
+            "saga.run",
+            saga.name = %execution.definition().name(),
+            saga.id = %execution.id(),
+        );
+        self.drive_inner(execution, input).instrument(span).await
+    }
+
+    async fn drive_inner<C: Context>(
+        self: &Arc<Self>,
+        execution: &mut SagaExecution<C>,
+        input: Input,
+    ) -> Result<Driven, SagaError> {
+        let env = &self.env;
+        let mut outbox = Outbox::new();
+        let autocommit = execution.settings.autocommit;
+        let mut driven = Driven::default();
+        let result = match input {
+            Input::Start => execution.execute(None, env, &mut outbox).await,
+            Input::Reply(reply) => execution.execute(Some(reply), env, &mut outbox).await,
+            Input::Expire(request) => execution.expire(request, env, &mut outbox).await,
+            Input::Rollback => match execution.rollback(env, &mut outbox).await {
+                Ok(()) => Ok(Progress::Finished),
+                Err(error @ ExecutionError::RollbackFailed { .. }) => Err(error),
+                Err(error) => return Err(error.into()),
+            },
+        };
+        match result {
+            Ok(Progress::Paused) => {
+                let timeout = execution.settings.timeout_ms;
+                execution.deadline_ms = timeout.map(|timeout| now_ms().saturating_add(timeout));
+                self.store(execution).await?;
+                self.publish(&mut outbox).await?;
+                if let (Some(timeout), Some(request)) = (timeout, execution.waiting_request()) {
+                    self.schedule_expiry(execution.id(), request, Duration::from_millis(timeout));
+                }
+            }
+            Ok(Progress::Finished) if execution.status() == SagaStatus::Finished && autocommit => {
+                let transactions = execution.transactions(env);
+                if let Err(error) = self.committer.commit(&transactions).await {
+                    if let CommitError::Broker(_) = &error {
+                        // The outcome of the reservation is unknown: make sure nothing stays reserved.
+                        let _ = self.committer.reject(&transactions).await;
+                    }
+                    execution.mark_errored();
+                    let message = match execution.rollback(env, &mut outbox).await {
+                        Ok(()) => error.to_string(),
+                        Err(rollback) => format!("{error}; {rollback}"),
+                    };
+                    driven.failure = Some(ExecutionError::CommitFailed {
+                        id: execution.id(),
+                        message,
+                    });
+                }
+                self.store(execution).await?;
+                self.publish(&mut outbox).await?;
+            }
+            Ok(Progress::Finished) => {
+                let rolled_back = execution.status() == SagaStatus::Errored;
+                self.store(execution).await?;
+                self.publish(&mut outbox).await?;
+                if rolled_back && autocommit {
+                    self.reject(execution).await?;
+                }
+            }
+            Err(
+                error @ (ExecutionError::StepFailed { .. } | ExecutionError::RollbackFailed { .. }),
+            ) => {
+                self.store(execution).await?;
+                self.publish(&mut outbox).await?;
+                if autocommit {
+                    self.reject(execution).await?;
+                }
+                driven.failure = Some(error);
+            }
+            Err(ExecutionError::ReplyRejected { reason, .. }) => {
+                tracing::debug!(%reason, "reply ignored");
+                driven.rejection = Some(reason);
+            }
+            Err(error) => return Err(error.into()),
+        }
+        Ok(driven)
+    }
+
+    async fn reject<C: Context>(&self, execution: &SagaExecution<C>) -> Result<(), SagaError> {
+        let transactions = execution.transactions(&self.env);
+        match self.committer.reject(&transactions).await {
+            Ok(_) => Ok(()),
+            Err(CommitError::Broker(error)) => Err(error.into()),
+            Err(error) => {
+                tracing::warn!(%error, "rejecting the transaction failed");
+                Ok(())
+            }
+        }
+    }
+
+    async fn store<C: Context>(&self, execution: &mut SagaExecution<C>) -> Result<(), SagaError> {
+        let record = execution.to_record().map_err(SagaError::Encode)?;
+        execution.version = self.repository.store(&record).await?;
+        Ok(())
+    }
+
+    async fn publish(&self, outbox: &mut Outbox) -> Result<(), SagaError> {
+        for message in outbox.drain() {
+            self.broker.publish(message).await?;
+        }
+        Ok(())
+    }
+
+    fn schedule_expiry(self: &Arc<Self>, id: Uuid, request: Uuid, after: Duration) {
+        let inner = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            match inner.advance_stored(id, Input::Expire(request)).await {
+                Ok(ReplyOutcome::Applied { status, .. }) => {
+                    tracing::info!(saga.id = %id, %status, "a paused step timed out");
+                }
+                Ok(ReplyOutcome::Ignored { .. }) => {}
+                Err(error) => {
+                    tracing::error!(saga.id = %id, %error, "expiring a paused step failed");
+                }
+            }
+        });
+    }
+}
+
+/// A registered definition, with its context type erased.
+#[async_trait]
+trait ErasedSaga: Send + Sync {
+    fn fingerprint(&self) -> Fingerprint;
+
+    async fn advance(
+        &self,
+        inner: &Arc<Inner>,
+        record: ExecutionRecord,
+        input: Input,
+    ) -> Result<ReplyOutcome, SagaError>;
+}
+
+struct Typed<C>(Arc<SagaDefinition<C>>);
+
+#[async_trait]
+impl<C: Context> ErasedSaga for Typed<C> {
+    fn fingerprint(&self) -> Fingerprint {
+        self.0.fingerprint()
+    }
+
+    async fn advance(
+        &self,
+        inner: &Arc<Inner>,
+        record: ExecutionRecord,
+        input: Input,
+    ) -> Result<ReplyOutcome, SagaError> {
+        let id = record.id;
+        let mut execution = SagaExecution::from_record(Arc::clone(&self.0), record)?;
+        let driven = inner.drive(&mut execution, input).await?;
+        if let Some(reason) = driven.rejection {
+            return Ok(ReplyOutcome::Ignored { id, reason });
+        }
+        let status = execution.status();
+        if status.is_terminal() && inner.has_waiter(id) {
+            let record = execution.to_record().map_err(SagaError::Encode)?;
+            inner.complete(
+                id,
+                Completion {
+                    record,
+                    failure: driven.failure,
+                },
+            );
+        }
+        Ok(ReplyOutcome::Applied { id, status })
+    }
+}
+
+/// Receives the service's replies and resumes the executions they name, each in its own task.
+async fn listen(inner: Weak<Inner>, mut subscription: Subscription) {
+    while let Some(delivery) = subscription.next().await {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let counters = &inner.counters;
+            match SagaResponse::from_message(delivery.message()) {
+                Err(error) => {
+                    counters.malformed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%error, "dropped a message that is not a saga reply");
+                }
+                Ok(reply) => match inner
+                    .advance_stored(reply.saga(), Input::Reply(reply))
+                    .await
+                {
+                    Ok(ReplyOutcome::Applied { .. }) => {
+                        counters.applied.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(ReplyOutcome::Ignored { id, reason }) => {
+                        counters.ignored.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(saga.id = %id, %reason, "ignored a reply");
+                    }
+                    Err(error) => {
+                        counters.failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(%error, "handling a reply failed");
+                    }
+                },
+            }
+            if let Err(error) = delivery.ack().await {
+                tracing::warn!(%error, "acknowledging a reply failed");
+            }
+        });
+    }
+}
+
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

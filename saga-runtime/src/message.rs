@@ -1,0 +1,344 @@
+//! Messages: what a saga sends (`SagaRequest`), what comes back (`SagaResponse`), and the envelope the
+//! broker carries (`BrokerMessage`) with its headers.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::{MessageError, StepError};
+
+/// Message headers, ordered by name.
+pub type Headers = BTreeMap<String, String>;
+
+/// Names of the headers the saga protocol uses.
+pub mod header {
+    /// The saga execution id a command belongs to (and a reply answers).
+    pub const SAGA: &str = "saga";
+    /// The acting user.
+    pub const USER: &str = "user";
+    /// The transaction ids a command runs in, outermost first, comma-separated.
+    pub const TRANSACTIONS: &str = "transactions";
+    /// The services that joined the transaction, comma-separated.
+    pub const RELATED_SERVICES: &str = "related_services";
+    /// The transaction a reserve/commit/reject message or its reply is about.
+    pub const TRANSACTION: &str = "transaction";
+    /// The service that answers a reserve/commit/reject message.
+    pub const SERVICE: &str = "service";
+}
+
+/// A command a remote step sends: the target topic and its content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SagaRequest {
+    target: String,
+    content: Value,
+}
+
+impl SagaRequest {
+    /// A request for `target` carrying `content` (serialized now, so a step sees encoding errors).
+    pub fn new<T: Serialize + ?Sized>(
+        target: impl Into<String>,
+        content: &T,
+    ) -> Result<Self, StepError> {
+        Ok(Self {
+            target: target.into(),
+            content: serde_json::to_value(content)?,
+        })
+    }
+
+    /// A request with no content (`null`).
+    pub fn empty(target: impl Into<String>) -> Self {
+        Self {
+            target: target.into(),
+            content: Value::Null,
+        }
+    }
+
+    /// The command topic.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The content, decoded as a `T`.
+    pub fn content<T: DeserializeOwned>(&self) -> Result<T, StepError> {
+        Ok(T::deserialize(&self.content)?)
+    }
+
+    /// The raw content.
+    pub fn raw_content(&self) -> &Value {
+        &self.content
+    }
+
+    pub(crate) fn into_parts(self) -> (String, Value) {
+        (self.target, self.content)
+    }
+}
+
+/// The status of a reply: 200 SUCCESS, 400 ERROR (a business refusal), 500 SYSTEM_ERROR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "u16", try_from = "u16")]
+pub enum SagaResponseStatus {
+    /// 200: the participant did what was asked.
+    Success,
+    /// 400: the participant refused (a business error).
+    Error,
+    /// 500: the participant failed.
+    SystemError,
+}
+
+impl SagaResponseStatus {
+    /// The numeric code.
+    pub fn code(self) -> u16 {
+        self.into()
+    }
+}
+
+impl From<SagaResponseStatus> for u16 {
+    fn from(status: SagaResponseStatus) -> u16 {
+        match status {
+            SagaResponseStatus::Success => 200,
+            SagaResponseStatus::Error => 400,
+            SagaResponseStatus::SystemError => 500,
+        }
+    }
+}
+
+impl TryFrom<u16> for SagaResponseStatus {
+    type Error = String;
+
+    fn try_from(code: u16) -> Result<Self, String> {
+        match code {
+            200 => Ok(Self::Success),
+            400 => Ok(Self::Error),
+            500 => Ok(Self::SystemError),
+            other => Err(format!(
+                "{other} is not a saga reply status (200, 400, 500)"
+            )),
+        }
+    }
+}
+
+/// A reply to a saga command, as the saga's handlers see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SagaResponse {
+    saga: Uuid,
+    request: Uuid,
+    status: SagaResponseStatus,
+    related_services: BTreeSet<String>,
+    content: Value,
+}
+
+impl SagaResponse {
+    /// A reply to request `request` of saga execution `saga`.
+    pub fn new<T: Serialize + ?Sized>(
+        saga: Uuid,
+        request: Uuid,
+        status: SagaResponseStatus,
+        content: &T,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            saga,
+            request,
+            status,
+            related_services: BTreeSet::new(),
+            content: serde_json::to_value(content)?,
+        })
+    }
+
+    /// Adds services to the set of services that joined the transaction.
+    #[must_use]
+    pub fn with_related_services<I, S>(mut self, services: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.related_services
+            .extend(services.into_iter().map(Into::into));
+        self
+    }
+
+    /// Reads a reply from the envelope it arrived in.
+    pub fn from_message(message: &BrokerMessage) -> Result<Self, MessageError> {
+        let saga = message.saga_id()?;
+        let request = message
+            .correlation_id
+            .ok_or_else(|| MessageError::MissingCorrelation {
+                topic: message.topic.clone(),
+            })?;
+        let status = message.status.ok_or_else(|| MessageError::MissingStatus {
+            topic: message.topic.clone(),
+        })?;
+        Ok(Self {
+            saga,
+            request,
+            status,
+            related_services: message.related_services(),
+            content: message.payload.clone(),
+        })
+    }
+
+    /// The saga execution this reply is for.
+    pub fn saga(&self) -> Uuid {
+        self.saga
+    }
+
+    /// The id of the command this reply answers.
+    pub fn request(&self) -> Uuid {
+        self.request
+    }
+
+    /// The reply status.
+    pub fn status(&self) -> SagaResponseStatus {
+        self.status
+    }
+
+    /// Whether the status is SUCCESS.
+    pub fn ok(&self) -> bool {
+        self.status == SagaResponseStatus::Success
+    }
+
+    /// The services the participant reports as having joined the transaction.
+    pub fn related_services(&self) -> &BTreeSet<String> {
+        &self.related_services
+    }
+
+    /// The content decoded as a `T`.
+    pub fn content<T: DeserializeOwned>(&self) -> Result<T, StepError> {
+        Ok(T::deserialize(&self.content)?)
+    }
+
+    /// The raw content.
+    pub fn raw_content(&self) -> &Value {
+        &self.content
+    }
+}
+
+/// The envelope a broker carries: commands, replies and transaction messages alike.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BrokerMessage {
+    /// Unique id (deduplication key; replies name it as their `correlation_id`).
+    pub id: Uuid,
+    /// The topic it is published on.
+    pub topic: String,
+    /// Protocol and user headers.
+    #[serde(default)]
+    pub headers: Headers,
+    /// Where the receiver sends its reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    /// For a reply: the id of the message it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<Uuid>,
+    /// For a reply: its status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<SagaResponseStatus>,
+    /// The content.
+    #[serde(default)]
+    pub payload: Value,
+}
+
+impl BrokerMessage {
+    /// A new message with a fresh id.
+    pub fn new(topic: impl Into<String>, payload: Value) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            topic: topic.into(),
+            headers: Headers::new(),
+            reply_to: None,
+            correlation_id: None,
+            status: None,
+            payload,
+        }
+    }
+
+    /// Sets a header.
+    #[must_use]
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
+
+    /// Sets the reply topic.
+    #[must_use]
+    pub fn with_reply_to(mut self, topic: impl Into<String>) -> Self {
+        self.reply_to = Some(topic.into());
+        self
+    }
+
+    /// The reply to this message from `service`: sent to its `reply_to` topic, correlated with its id,
+    /// carrying its `saga` and `transaction` headers and `related_services` with `service` added.
+    ///
+    /// Returns `None` when the message names no reply topic.
+    pub fn reply(
+        &self,
+        service: &str,
+        status: SagaResponseStatus,
+        payload: Value,
+    ) -> Option<BrokerMessage> {
+        let topic = self.reply_to.clone()?;
+        let mut headers = Headers::new();
+        for name in [header::SAGA, header::TRANSACTION] {
+            if let Some(value) = self.headers.get(name) {
+                headers.insert(name.to_owned(), value.clone());
+            }
+        }
+        let mut related = self.related_services();
+        related.insert(service.to_owned());
+        headers.insert(header::RELATED_SERVICES.to_owned(), join_services(&related));
+        headers.insert(header::SERVICE.to_owned(), service.to_owned());
+        Some(BrokerMessage {
+            id: Uuid::new_v4(),
+            topic,
+            headers,
+            reply_to: None,
+            correlation_id: Some(self.id),
+            status: Some(status),
+            payload,
+        })
+    }
+
+    /// The `saga` header as an execution id.
+    pub fn saga_id(&self) -> Result<Uuid, MessageError> {
+        let value = self
+            .headers
+            .get(header::SAGA)
+            .ok_or_else(|| MessageError::MissingHeader {
+                topic: self.topic.clone(),
+                header: header::SAGA,
+            })?;
+        Uuid::parse_str(value).map_err(|_| MessageError::InvalidHeader {
+            topic: self.topic.clone(),
+            header: header::SAGA,
+            value: value.clone(),
+        })
+    }
+
+    /// The `related_services` header as a set (empty when absent).
+    pub fn related_services(&self) -> BTreeSet<String> {
+        self.headers
+            .get(header::RELATED_SERVICES)
+            .map(|value| split_services(value))
+            .unwrap_or_default()
+    }
+}
+
+/// Splits a comma-separated header value, dropping empty entries.
+pub(crate) fn split_services(value: &str) -> BTreeSet<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|service| !service.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Joins service names into a header value.
+pub(crate) fn join_services(services: &BTreeSet<String>) -> String {
+    services
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
+}
