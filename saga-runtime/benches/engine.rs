@@ -1,1 +1,336 @@
-fn main() {}
+//! Engine throughput, printed beside the raw cost of what it stands on.
+//!
+//! (a) three local steps, in memory: the bare engine (`SagaExecution::execute`), and the manager
+//!     path that stores the finished execution in the in-memory repository;
+//! (b) local -> remote -> local with an in-process participant that replies at once, the manager
+//!     storing the execution at the pause and at the end (serialization paid), with and without
+//!     the two-phase commit;
+//! and, in the same run, the raw cost of one in-memory repository store (encode + insert) and of one
+//! in-process publish/receive round trip.
+//!
+//! Run with `cargo bench -p saga-runtime --bench engine`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use saga_runtime::broker::Broker;
+use saga_runtime::execution::{ExecutionEnv, Outbox};
+use saga_runtime::message::BrokerMessage;
+use saga_runtime::participant::InProcessParticipant;
+use saga_runtime::prelude::*;
+use serde_json::json;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Order {
+    id: u64,
+    amount: u64,
+    validated: bool,
+    reserved: bool,
+    confirmed: bool,
+    payment: Option<String>,
+}
+
+async fn validate(order: &mut Order) -> Result<(), StepError> {
+    order.validated = order.amount > 0;
+    Ok(())
+}
+
+async fn reserve(order: &mut Order) -> Result<(), StepError> {
+    order.reserved = true;
+    Ok(())
+}
+
+async fn confirm(order: &mut Order) -> Result<(), StepError> {
+    order.confirmed = true;
+    Ok(())
+}
+
+async fn charge(order: &Order) -> Result<SagaRequest, StepError> {
+    SagaRequest::new("Charge", &order.amount)
+}
+
+async fn charged(order: &mut Order, reply: SagaResponse) -> Result<(), StepError> {
+    order.payment = Some(reply.content()?);
+    Ok(())
+}
+
+fn local_saga() -> Arc<SagaDefinition<Order>> {
+    Arc::new(
+        Saga::new("bench-local")
+            .local_step("validate")
+            .on_execute(validate)
+            .local_step("reserve")
+            .on_execute(reserve)
+            .local_step("confirm")
+            .on_execute(confirm)
+            .commit()
+            .expect("valid saga"),
+    )
+}
+
+fn remote_saga() -> Arc<SagaDefinition<Order>> {
+    Arc::new(
+        Saga::new("bench-remote")
+            .local_step("validate")
+            .on_execute(validate)
+            .remote_step("charge")
+            .on_execute(charge)
+            .on_success(charged)
+            .local_step("confirm")
+            .on_execute(confirm)
+            .commit()
+            .expect("valid saga"),
+    )
+}
+
+fn order(id: u64) -> Order {
+    Order {
+        id,
+        amount: 100 + id % 7,
+        ..Order::default()
+    }
+}
+
+struct Figure {
+    label: &'static str,
+    per_second: f64,
+    ns_per_unit: f64,
+    unit: &'static str,
+}
+
+fn report(figure: &Figure) {
+    println!(
+        "{:<62} {:>12.0} /s {:>10.0} ns per {}",
+        figure.label, figure.per_second, figure.ns_per_unit, figure.unit
+    );
+}
+
+fn figure(
+    label: &'static str,
+    count: u64,
+    elapsed: Duration,
+    units_each: u64,
+    unit: &'static str,
+) -> Figure {
+    let seconds = elapsed.as_secs_f64();
+    Figure {
+        label,
+        per_second: count as f64 / seconds,
+        ns_per_unit: seconds * 1e9 / (count * units_each) as f64,
+        unit,
+    }
+}
+
+/// Runs `count` items with `concurrency` in flight, each produced by `run(i)`.
+async fn concurrently<F, Fut>(count: u64, concurrency: u64, run: F) -> Duration
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let run = Arc::new(run);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let run = Arc::clone(&run);
+        tasks.push(tokio::spawn(async move {
+            let mut i = worker;
+            while i < count {
+                run(i).await;
+                i += concurrency;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("bench task");
+    }
+    start.elapsed()
+}
+
+fn main() {
+    // SAGA_BENCH_RUNTIME=current runs everything on one thread (no cross-thread wake-ups).
+    let current = std::env::var("SAGA_BENCH_RUNTIME").is_ok_and(|flavor| flavor == "current");
+    let runtime = if current {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    }
+    .enable_all()
+    .build()
+    .expect("runtime");
+    runtime.block_on(bench());
+}
+
+async fn bench() {
+    let quick = std::env::var_os("SAGA_BENCH_QUICK").is_some();
+    let scale = if quick { 10 } else { 1 };
+    let env = ExecutionEnv::new("order");
+    println!("saga-runtime engine bench ({} cores)", num_cpus());
+    println!();
+
+    // (a) bare engine: three local steps, no storage.
+    let local = local_saga();
+    let count = 1_000_000 / scale;
+    for _ in 0..count / 10 {
+        let mut execution = SagaExecution::new(Arc::clone(&local), order(1));
+        let _ = execution.execute(None, &env, &mut Outbox::new()).await;
+    }
+    let start = Instant::now();
+    for i in 0..count {
+        let mut execution = SagaExecution::new(Arc::clone(&local), order(i));
+        let progress = execution.execute(None, &env, &mut Outbox::new()).await;
+        assert!(progress.is_ok());
+    }
+    let engine_local = figure(
+        "(a) 3 local steps, engine only, 1 task",
+        count,
+        start.elapsed(),
+        3,
+        "step",
+    );
+
+    // Raw cost of the in-memory store under the manager path.
+    let repository = InMemoryRepository::new();
+    let count_store = 300_000 / scale;
+    let mut execution = SagaExecution::new(Arc::clone(&local), order(1));
+    execution
+        .execute(None, &env, &mut Outbox::new())
+        .await
+        .expect("runs");
+    let start = Instant::now();
+    for _ in 0..count_store {
+        let record = execution.to_record().expect("encodes");
+        let mut record = record;
+        record.id = uuid::Uuid::new_v4();
+        repository.store(&record).await.expect("stores");
+    }
+    let raw_store = figure(
+        "raw: in-memory repository store (encode + insert), 1 task",
+        count_store,
+        start.elapsed(),
+        1,
+        "store",
+    );
+
+    // (a) through the manager: stored once at the end.
+    let manager = SagaManager::builder("order")
+        .build()
+        .await
+        .expect("manager");
+    let count_a = 300_000 / scale;
+    let start = Instant::now();
+    for i in 0..count_a {
+        manager
+            .run(
+                Arc::clone(&local),
+                order(i),
+                RunOptions::new().autocommit(false).return_execution(false),
+            )
+            .await
+            .expect("runs");
+    }
+    let manager_local = figure(
+        "(a) 3 local steps, manager + in-memory store, 1 task",
+        count_a,
+        start.elapsed(),
+        3,
+        "step",
+    );
+
+    // Raw cost of an in-process round trip (publish, receive, publish the reply, receive it).
+    let broker = InProcessBroker::new();
+    let shared: Arc<dyn Broker> = Arc::new(broker.clone());
+    let mut requests = broker.subscribe("Ping").await.expect("subscribes");
+    let mut replies = broker.subscribe("PingReply").await.expect("subscribes");
+    let echo = tokio::spawn({
+        let broker = broker.clone();
+        async move {
+            while let Some(delivery) = requests.next().await {
+                let reply = delivery
+                    .message()
+                    .reply("pong", SagaResponseStatus::Success, json!(null))
+                    .expect("has reply_to");
+                broker.publish(reply).await.expect("publishes");
+            }
+        }
+    });
+    let count_rt = 200_000 / scale;
+    let start = Instant::now();
+    for _ in 0..count_rt {
+        let message = BrokerMessage::new("Ping", json!(1)).with_reply_to("PingReply");
+        broker.publish(message).await.expect("publishes");
+        replies.next().await.expect("a reply");
+    }
+    let raw_round_trip = figure(
+        "raw: in-process broker round trip, 1 task",
+        count_rt,
+        start.elapsed(),
+        1,
+        "round trip",
+    );
+    echo.abort();
+
+    // (b) local -> remote -> local, participant replying at once, waiting through the repository.
+    let _payment = InProcessParticipant::builder("payment", Arc::clone(&shared))
+        .command("Charge", |_: &BrokerMessage| {
+            (SagaResponseStatus::Success, json!("pay-1"))
+        })
+        .spawn()
+        .await
+        .expect("participant");
+    let _order = InProcessParticipant::builder("order", Arc::clone(&shared))
+        .spawn()
+        .await
+        .expect("participant");
+    let manager = SagaManager::builder("order")
+        .shared_broker(shared)
+        .build()
+        .await
+        .expect("manager");
+    let remote = remote_saga();
+    let mut remote_figures = Vec::new();
+    for (label, autocommit, concurrency) in [
+        ("(b) local->remote->local, no 2PC, 1 in flight", false, 1),
+        ("(b) local->remote->local, no 2PC, 64 in flight", false, 64),
+        ("(b) local->remote->local, with 2PC, 64 in flight", true, 64),
+    ] {
+        let count_b = if concurrency == 1 { 50_000 } else { 300_000 } / scale;
+        let (manager, remote) = (manager.clone(), Arc::clone(&remote));
+        let elapsed = concurrently(count_b, concurrency, move |i| {
+            let (manager, remote) = (manager.clone(), Arc::clone(&remote));
+            async move {
+                let outcome = manager
+                    .run(
+                        remote,
+                        order(i),
+                        RunOptions::new()
+                            .autocommit(autocommit)
+                            .return_execution(false),
+                    )
+                    .await
+                    .expect("runs");
+                let _ = outcome.id();
+            }
+        })
+        .await;
+        remote_figures.push(figure(label, count_b, elapsed, 3, "step"));
+    }
+
+    for figure in [&engine_local, &manager_local, &raw_store]
+        .into_iter()
+        .chain([&raw_round_trip])
+        .chain(remote_figures.iter())
+    {
+        report(figure);
+    }
+    println!();
+    println!(
+        "(a) manager path: {:.2} stores per execution at {:.0} ns raw each = {:.0}% of its time in storage",
+        1.0,
+        raw_store.ns_per_unit,
+        100.0 * raw_store.ns_per_unit / (manager_local.ns_per_unit * 3.0)
+    );
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}

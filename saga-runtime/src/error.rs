@@ -192,16 +192,6 @@ pub enum ExecutionError {
         /// What went wrong.
         message: String,
     },
-    /// `commit` or `reject` was asked of an execution in the wrong status.
-    #[error("saga execution {id} cannot {operation} in status `{status}`")]
-    InvalidStatus {
-        /// The execution.
-        id: Uuid,
-        /// `commit` or `reject`.
-        operation: &'static str,
-        /// The status it is in.
-        status: SagaStatus,
-    },
     /// The execution (or the step) was already rolled back.
     #[error("saga execution {id}: `{what}` was already rolled back")]
     AlreadyRolledBack {

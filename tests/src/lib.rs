@@ -1,1 +1,120 @@
-//! placeholder
+//! Shared fixtures of the integration tests: a manager for service `order` on an in-process broker
+//! that records every message, and helpers to answer the commands it publishes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use saga_runtime::broker::Broker;
+use saga_runtime::message::BrokerMessage;
+use saga_runtime::participant::{InProcessParticipant, InProcessParticipantBuilder};
+use saga_runtime::prelude::*;
+use serde_json::Value;
+
+/// The service the tests' sagas run in.
+pub const SERVICE: &str = "order";
+
+/// A manager for service [`SERVICE`], its broker and its repository.
+pub struct Harness {
+    /// The broker; it records every published message.
+    pub broker: InProcessBroker,
+    /// The manager.
+    pub manager: SagaManager,
+    /// The repository behind the manager.
+    pub repository: Arc<InMemoryRepository>,
+}
+
+impl Harness {
+    /// A fresh harness (commit phases wait at most 2 s).
+    pub async fn new() -> Self {
+        Self::with_commit_timeout(Duration::from_secs(2)).await
+    }
+
+    /// A fresh harness whose commit phases wait at most `timeout`.
+    pub async fn with_commit_timeout(timeout: Duration) -> Self {
+        let broker = InProcessBroker::with_history();
+        let repository = Arc::new(InMemoryRepository::new());
+        let manager = SagaManager::builder(SERVICE)
+            .shared_broker(Arc::new(broker.clone()))
+            .shared_repository(repository.clone())
+            .commit_timeout(timeout)
+            .build()
+            .await
+            .expect("the manager starts");
+        Self {
+            broker,
+            manager,
+            repository,
+        }
+    }
+
+    /// The broker as a trait object, to start participants on it.
+    pub fn shared_broker(&self) -> Arc<dyn Broker> {
+        Arc::new(self.broker.clone())
+    }
+
+    /// Starts building a participant on the harness's broker.
+    pub fn participant(&self, service: &str) -> InProcessParticipantBuilder {
+        InProcessParticipant::builder(service, self.shared_broker())
+    }
+
+    /// Starts participants that accept every reservation for each of `services`.
+    pub async fn accepting(&self, services: &[&str]) -> Vec<InProcessParticipant> {
+        let mut participants = Vec::new();
+        for service in services {
+            participants.push(
+                self.participant(service)
+                    .spawn()
+                    .await
+                    .expect("the participant starts"),
+            );
+        }
+        participants
+    }
+
+    /// Every message published so far that is not a reply, in order.
+    pub fn sent(&self) -> Vec<BrokerMessage> {
+        self.broker
+            .history()
+            .into_iter()
+            .filter(|message| message.correlation_id.is_none())
+            .collect()
+    }
+
+    /// The topics of [`sent`](Self::sent).
+    pub fn sent_topics(&self) -> Vec<String> {
+        self.sent()
+            .into_iter()
+            .map(|message| message.topic)
+            .collect()
+    }
+
+    /// Forgets the recorded messages.
+    pub fn clear(&self) {
+        self.broker.clear_history();
+    }
+}
+
+/// A reply to `command` with `status`, `content` and the participant's `related` services.
+pub fn reply_to(
+    command: &BrokerMessage,
+    status: SagaResponseStatus,
+    content: Value,
+    related: &[&str],
+) -> SagaResponse {
+    let saga = command.saga_id().expect("a saga command names its saga");
+    SagaResponse::new(saga, command.id, status, &content)
+        .expect("JSON content encodes")
+        .with_related_services(related.iter().copied())
+}
+
+/// Waits (up to 5 s) until `condition` holds, polling every millisecond.
+pub async fn eventually(mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the condition did not hold within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}

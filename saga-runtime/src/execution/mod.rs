@@ -388,9 +388,9 @@ impl<C: Context> SagaExecution<C> {
             &mut run,
         )
         .await;
-        if !self.status.is_terminal() {
-            self.status = SagaStatus::Errored;
-        }
+        // A compensated saga is over, whatever it was before: late replies change nothing, and its
+        // transaction is rejected, never committed.
+        self.status = SagaStatus::Errored;
         self.touch();
         if failed.is_empty() {
             self.already_rollback = true;
@@ -403,7 +403,10 @@ impl<C: Context> SagaExecution<C> {
         }
     }
 
-    /// Compensates one step: an error if it never ran or was already compensated.
+    /// Compensates one step: an error if it did not run to the point where it has an effect to undo
+    /// (never started, or failed before completing: its own `on_failure` does not run then), or if
+    /// it was already compensated. A remote step waiting for its reply can be compensated: its
+    /// command was sent.
     pub async fn rollback_step(
         &mut self,
         name: &str,
@@ -416,7 +419,16 @@ impl<C: Context> SagaExecution<C> {
             .steps
             .iter()
             .position(|step| step.name == name)
-            .filter(|&index| self.steps[index].status != StepStatus::Created)
+            .filter(|&index| {
+                let step = &self.steps[index];
+                step.already_rollback
+                    || matches!(
+                        step.status,
+                        StepStatus::Finished
+                            | StepStatus::ErroredOnFailure
+                            | StepStatus::PausedByOnExecute
+                    )
+            })
             .ok_or_else(|| ExecutionError::NotExecuted {
                 id: self.id,
                 step: name.to_owned(),
@@ -455,7 +467,7 @@ impl<C: Context> SagaExecution<C> {
             saga: self.definition.name().to_owned(),
             fingerprint: self.definition.fingerprint(),
             status: self.status,
-            context: serde_json::to_value(&self.context)?,
+            context: serde_json::value::to_raw_value(&self.context)?,
             steps: self.steps.clone(),
             paused_step: self.paused_step().map(|step| step.name.clone()),
             already_rollback: self.already_rollback,
@@ -477,7 +489,7 @@ impl<C: Context> SagaExecution<C> {
     ) -> Result<Self, LoadError> {
         let definition = definition.into();
         record.check_against(&definition)?;
-        let context = C::deserialize(record.context).map_err(|error| LoadError::Corrupt {
+        let context = record.context::<C>().map_err(|error| LoadError::Corrupt {
             id: record.id,
             reason: format!("the context does not decode: {error}"),
         })?;
@@ -500,7 +512,7 @@ impl<C: Context> SagaExecution<C> {
 
     /// The stored form as JSON.
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
-        serde_json::to_string(&self.to_record()?)
+        Ok(self.to_record()?.to_json())
     }
 
     /// Rebuilds an execution from JSON written by [`to_json`](Self::to_json).

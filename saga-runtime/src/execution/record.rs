@@ -1,8 +1,9 @@
 //! The stored form of an execution: plain data, independent of the context type, so that
 //! repositories and the manager handle executions of every saga alike.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::{ExecutionSettings, SagaStatus, StepExecution};
@@ -11,7 +12,10 @@ use crate::error::LoadError;
 use crate::message::Headers;
 
 /// One stored execution: what a repository keeps (one row per execution in SQL backends).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// The context is kept as the JSON text it was encoded to, so that storing it costs one encoding
+/// and a SQL backend can put it in a JSON column as it is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExecutionRecord {
     /// The execution (and transaction) id.
     pub id: Uuid,
@@ -21,8 +25,8 @@ pub struct ExecutionRecord {
     pub fingerprint: crate::definition::Fingerprint,
     /// The status.
     pub status: SagaStatus,
-    /// The context, as JSON.
-    pub context: Value,
+    /// The context, as JSON text.
+    pub context: Box<RawValue>,
     /// The step executions, in definition order.
     pub steps: Vec<StepExecution>,
     /// The name of the top-level step waiting for a reply.
@@ -64,7 +68,14 @@ impl ExecutionRecord {
 
     /// Encodes the record as JSON.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("records hold only JSON-encodable data")
+        let mut buffer = Vec::with_capacity(512 + self.context.get().len());
+        serde_json::to_writer(&mut buffer, self).expect("records hold only JSON-encodable data");
+        String::from_utf8(buffer).expect("serde_json writes UTF-8")
+    }
+
+    /// The context decoded as a `T`.
+    pub fn context<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.context.get())
     }
 
     /// Whether the execution commits on success and rejects on failure.
@@ -142,4 +153,24 @@ fn check_steps<C>(
         }
     }
     Ok(())
+}
+
+impl PartialEq for ExecutionRecord {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.saga == other.saga
+            && self.fingerprint == other.fingerprint
+            && self.status == other.status
+            && self.context.get() == other.context.get()
+            && self.steps == other.steps
+            && self.paused_step == other.paused_step
+            && self.already_rollback == other.already_rollback
+            && self.user == other.user
+            && self.headers == other.headers
+            && self.settings == other.settings
+            && self.deadline_ms == other.deadline_ms
+            && self.version == other.version
+            && self.created_at_ms == other.created_at_ms
+            && self.updated_at_ms == other.updated_at_ms
+    }
 }

@@ -9,6 +9,7 @@
 
 mod options;
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
@@ -69,6 +70,15 @@ pub enum SagaError {
         registered: Fingerprint,
         /// The other definition's fingerprint.
         offered: Fingerprint,
+    },
+    /// The execution stopped advancing while its run waited in memory; it stays stored as it was
+    /// before the failed attempt.
+    #[error("saga execution {id} stopped advancing: {reason}")]
+    Interrupted {
+        /// The execution.
+        id: Uuid,
+        /// What failed.
+        reason: String,
     },
     /// The manager shut down while the run waited for its execution to end.
     #[error("the saga manager shut down while execution {id} was waiting")]
@@ -194,7 +204,7 @@ impl SagaManagerBuilder {
             committer,
             sagas: RwLock::default(),
             locks: ExecutionLocks::default(),
-            waiters: Mutex::default(),
+            parked: Mutex::default(),
             counters: Counters::default(),
         });
         let listener = tokio::spawn(listen(Arc::downgrade(&inner), subscription));
@@ -288,25 +298,28 @@ impl SagaManager {
         execution.settings.timeout_ms = options.timeout.map(duration_ms);
         let id = execution.id();
 
-        // Registered before the first store, so that the end cannot be missed.
-        let waiter = (!options.pause_on_disk).then(|| self.inner.wait_for(id));
-        let driven = {
-            let _guard = self.inner.locks.lock(id).await;
-            self.inner.drive(&mut execution, Input::Start).await?
-        };
-        let (execution, failure) = match waiter {
-            Some(waiter) if execution.status() == SagaStatus::Paused => {
-                let completion = waiter.await.map_err(|_| SagaError::Shutdown { id })?;
-                let execution = SagaExecution::from_record(definition, completion.record)?;
-                (execution, completion.failure)
-            }
-            waiter => {
-                if waiter.is_some() {
-                    self.inner.forget_waiter(id);
-                }
+        let guard = self.inner.locks.lock(id).await;
+        let driven = self.inner.drive(&mut execution, Input::Start).await?;
+        let (execution, failure) =
+            if !options.pause_on_disk && execution.status() == SagaStatus::Paused {
+                // Parked under the lock, so that the reply cannot be handled before it is parked.
+                let (waiter, completion) = oneshot::channel();
+                self.inner.park(id, Box::new(execution), waiter);
+                drop(guard);
+                let completion = completion.await.map_err(|_| SagaError::Shutdown { id })??;
+                let execution = completion
+                    .execution
+                    .downcast::<SagaExecution<C>>()
+                    .map_err(|_| LoadError::WrongSaga {
+                        id,
+                        stored: definition.name().to_owned(),
+                        expected: definition.name().to_owned(),
+                    })?;
+                (*execution, completion.failure)
+            } else {
+                drop(guard);
                 (execution, driven.failure)
-            }
-        };
+            };
         if let Some(request) = &request {
             request.add_related_services(&execution.related_services(&self.inner.env));
         }
@@ -376,7 +389,33 @@ struct Driven {
 
 /// How an execution ended, for the run waiting in memory.
 struct Completion {
-    record: ExecutionRecord,
+    /// The `SagaExecution<C>` of the waiting run.
+    execution: Box<dyn Any + Send>,
+    failure: Option<ExecutionError>,
+}
+
+/// An execution whose run waits in memory: kept decoded, so that its replies need no load.
+///
+/// Every change in this process goes through [`Inner::advance_stored`] under the execution's lock,
+/// so the parked copy is the latest this process knows; a change by another process is caught by
+/// the store's compare-and-set.
+struct Parked {
+    saga: String,
+    execution: Box<dyn Any + Send>,
+    waiter: oneshot::Sender<Result<Completion, SagaError>>,
+}
+
+/// Where an execution to advance comes from.
+enum Source {
+    Parked(Box<dyn Any + Send>),
+    Stored(Box<ExecutionRecord>),
+}
+
+/// The result of advancing a registered saga's execution.
+struct Advanced {
+    outcome: ReplyOutcome,
+    /// The execution, when it was asked back (it is parked again or handed to its run).
+    execution: Option<Box<dyn Any + Send>>,
     failure: Option<ExecutionError>,
 }
 
@@ -387,7 +426,7 @@ struct Inner {
     committer: TransactionCommitter,
     sagas: RwLock<HashMap<String, Arc<dyn ErasedSaga>>>,
     locks: ExecutionLocks,
-    waiters: Mutex<HashMap<Uuid, oneshot::Sender<Completion>>>,
+    parked: Mutex<HashMap<Uuid, Parked>>,
     counters: Counters,
 }
 
@@ -416,39 +455,25 @@ impl Inner {
             .cloned()
     }
 
-    fn wait_for(&self, id: Uuid) -> oneshot::Receiver<Completion> {
-        let (sender, receiver) = oneshot::channel();
-        self.waiters
+    /// Keeps the execution of a run that waits in memory (call under the execution's lock).
+    fn park<C: Context>(
+        &self,
+        id: Uuid,
+        execution: Box<SagaExecution<C>>,
+        waiter: oneshot::Sender<Result<Completion, SagaError>>,
+    ) {
+        let saga = execution.definition().name().to_owned();
+        self.parked
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, sender);
-        receiver
-    }
-
-    fn forget_waiter(&self, id: Uuid) {
-        self.waiters
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
-    }
-
-    fn has_waiter(&self, id: Uuid) -> bool {
-        self.waiters
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(&id)
-    }
-
-    fn complete(&self, id: Uuid, completion: Completion) {
-        let waiter = self
-            .waiters
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
-        if let Some(waiter) = waiter {
-            // The run may have given up waiting; the execution is stored either way.
-            let _ = waiter.send(completion);
-        }
+            .insert(
+                id,
+                Parked {
+                    saga,
+                    execution,
+                    waiter,
+                },
+            );
     }
 
     /// Loads execution `id`, advances it with `input` and stores it, under its lock.
@@ -458,23 +483,85 @@ impl Inner {
         input: Input,
     ) -> Result<ReplyOutcome, SagaError> {
         let _guard = self.locks.lock(id).await;
-        let record = match self.repository.load(id).await {
-            Ok(record) => record,
-            Err(RepositoryError::NotFound { .. }) => {
-                return Ok(ReplyOutcome::Ignored {
+        let parked = self
+            .parked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        let Some(parked) = parked else {
+            let record = match self.repository.load(id).await {
+                Ok(record) => record,
+                Err(RepositoryError::NotFound { .. }) => {
+                    return Ok(ReplyOutcome::Ignored {
+                        id,
+                        reason: ReplyRejection::UnknownExecution,
+                    });
+                }
+                Err(error) => return Err(error.into()),
+            };
+            let saga = self
+                .saga(&record.saga)
+                .ok_or_else(|| LoadError::UnknownSaga {
                     id,
-                    reason: ReplyRejection::UnknownExecution,
-                });
-            }
-            Err(error) => return Err(error.into()),
+                    saga: record.saga.clone(),
+                })?;
+            let advanced = saga
+                .advance(self, id, Source::Stored(Box::new(record)), input, false)
+                .await?;
+            return Ok(advanced.outcome);
         };
-        let saga = self
-            .saga(&record.saga)
-            .ok_or_else(|| LoadError::UnknownSaga {
+        let Parked {
+            saga,
+            execution,
+            waiter,
+        } = parked;
+        let advanced = match self.saga(&saga) {
+            Some(erased) => {
+                erased
+                    .advance(self, id, Source::Parked(execution), input, true)
+                    .await
+            }
+            None => Err(LoadError::UnknownSaga {
                 id,
-                saga: record.saga.clone(),
-            })?;
-        saga.advance(self, record, input).await
+                saga: saga.clone(),
+            }
+            .into()),
+        };
+        match advanced {
+            Ok(Advanced {
+                outcome,
+                execution: Some(execution),
+                failure,
+            }) => {
+                let ended = match outcome {
+                    ReplyOutcome::Applied { status, .. } => status.is_terminal(),
+                    ReplyOutcome::Ignored { .. } => false,
+                };
+                if ended {
+                    // The run may have given up waiting; the execution is stored either way.
+                    let _ = waiter.send(Ok(Completion { execution, failure }));
+                } else {
+                    let parked = Parked {
+                        saga,
+                        execution,
+                        waiter,
+                    };
+                    self.parked
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(id, parked);
+                }
+                Ok(outcome)
+            }
+            Ok(advanced) => Ok(advanced.outcome),
+            Err(error) => {
+                let _ = waiter.send(Err(SagaError::Interrupted {
+                    id,
+                    reason: error.to_string(),
+                }));
+                Err(error)
+            }
+        }
     }
 
     /// Runs the engine on `execution`, stores the result, publishes what it emitted, and settles the
@@ -618,12 +705,15 @@ impl Inner {
 trait ErasedSaga: Send + Sync {
     fn fingerprint(&self) -> Fingerprint;
 
+    /// Advances an execution of this saga; with `keep`, hands the execution back.
     async fn advance(
         &self,
         inner: &Arc<Inner>,
-        record: ExecutionRecord,
+        id: Uuid,
+        source: Source,
         input: Input,
-    ) -> Result<ReplyOutcome, SagaError>;
+        keep: bool,
+    ) -> Result<Advanced, SagaError>;
 }
 
 struct Typed<C>(Arc<SagaDefinition<C>>);
@@ -637,27 +727,36 @@ impl<C: Context> ErasedSaga for Typed<C> {
     async fn advance(
         &self,
         inner: &Arc<Inner>,
-        record: ExecutionRecord,
+        id: Uuid,
+        source: Source,
         input: Input,
-    ) -> Result<ReplyOutcome, SagaError> {
-        let id = record.id;
-        let mut execution = SagaExecution::from_record(Arc::clone(&self.0), record)?;
+        keep: bool,
+    ) -> Result<Advanced, SagaError> {
+        let mut execution = match source {
+            Source::Stored(record) => SagaExecution::from_record(Arc::clone(&self.0), *record)?,
+            Source::Parked(parked) => match parked.downcast::<SagaExecution<C>>() {
+                Ok(execution) => *execution,
+                // Parked by a run of another context type under the same saga name: use the
+                // stored copy instead.
+                Err(_) => {
+                    let record = inner.repository.load(id).await?;
+                    SagaExecution::from_record(Arc::clone(&self.0), record)?
+                }
+            },
+        };
         let driven = inner.drive(&mut execution, input).await?;
-        if let Some(reason) = driven.rejection {
-            return Ok(ReplyOutcome::Ignored { id, reason });
-        }
-        let status = execution.status();
-        if status.is_terminal() && inner.has_waiter(id) {
-            let record = execution.to_record().map_err(SagaError::Encode)?;
-            inner.complete(
+        let outcome = match driven.rejection {
+            Some(reason) => ReplyOutcome::Ignored { id, reason },
+            None => ReplyOutcome::Applied {
                 id,
-                Completion {
-                    record,
-                    failure: driven.failure,
-                },
-            );
-        }
-        Ok(ReplyOutcome::Applied { id, status })
+                status: execution.status(),
+            },
+        };
+        Ok(Advanced {
+            outcome,
+            execution: keep.then(|| Box::new(execution) as Box<dyn Any + Send>),
+            failure: driven.failure,
+        })
     }
 }
 

@@ -66,8 +66,7 @@ impl InMemoryRepository {
 impl SagaExecutionRepository for InMemoryRepository {
     async fn store(&self, record: &ExecutionRecord) -> Result<u64, RepositoryError> {
         // Encode outside the lock.
-        let json = serde_json::to_string(record)
-            .map_err(|error| RepositoryError::Storage(Box::new(error)))?;
+        let json = record.to_json();
         let mut rows = self.rows();
         let found = rows.get(&record.id).map_or(0, |row| row.version);
         if found != record.version {

@@ -1,0 +1,893 @@
+//! Remote steps driven by hand: a saga paused on disk, resumed with replies built from the commands
+//! it published, and its failures (failing handlers, refusals, failing `on_execute`, manual
+//! rollback), checked through the statuses, the context and the exact messages published.
+
+use std::sync::Arc;
+
+use saga_runtime::execution::{ExecutionEnv, Outbox, ReplyRejection, StepExecution};
+use saga_runtime::manager::ReplyOutcome;
+use saga_runtime::message::{BrokerMessage, Headers};
+use saga_runtime::participant::InProcessParticipant;
+use saga_runtime::prelude::*;
+use saga_tests::{Harness, reply_to};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// The saga's state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Booking {
+    item: String,
+    order_id: Option<String>,
+    ticket_id: Option<String>,
+    refusal: Option<String>,
+    fail_order_refused: bool,
+    fail_create_ticket: bool,
+    fail_ticket_created: bool,
+}
+
+async fn create_order(booking: &Booking) -> Result<SagaRequest, StepError> {
+    SagaRequest::new("CreateOrder", &json!({ "item": booking.item }))
+}
+
+async fn order_created(booking: &mut Booking, reply: SagaResponse) -> Result<(), StepError> {
+    booking.order_id = Some(reply.content()?);
+    Ok(())
+}
+
+async fn order_refused(booking: &mut Booking, reply: SagaResponse) -> Result<(), StepError> {
+    if booking.fail_order_refused {
+        return Err(StepError::msg("the refusal cannot be recorded"));
+    }
+    booking.refusal = Some(reply.content()?);
+    Ok(())
+}
+
+async fn delete_order(booking: &Booking) -> Result<SagaRequest, StepError> {
+    SagaRequest::new("DeleteOrder", &json!({ "order": booking.order_id }))
+}
+
+async fn create_ticket(booking: &Booking) -> Result<SagaRequest, StepError> {
+    if booking.fail_create_ticket {
+        return Err(StepError::msg("no ticket can be built"));
+    }
+    SagaRequest::new(
+        "CreateTicket",
+        &json!({ "item": booking.item, "order": booking.order_id }),
+    )
+}
+
+async fn ticket_created(booking: &mut Booking, reply: SagaResponse) -> Result<(), StepError> {
+    if booking.fail_ticket_created {
+        return Err(StepError::msg("the ticket cannot be recorded"));
+    }
+    booking.ticket_id = Some(reply.content()?);
+    Ok(())
+}
+
+async fn delete_ticket(booking: &Booking) -> Result<SagaRequest, StepError> {
+    SagaRequest::new(
+        "DeleteTicket",
+        &json!({ "order": booking.order_id, "ticket": booking.ticket_id }),
+    )
+}
+
+/// Step 1 `create_order` (with `on_error`), step 2 `create_ticket` (without `on_error`).
+fn booking_saga() -> Arc<SagaDefinition<Booking>> {
+    Arc::new(
+        Saga::new("book-ticket")
+            .remote_step("create_order")
+            .on_execute(create_order)
+            .on_success(order_created)
+            .on_error(order_refused)
+            .on_failure(delete_order)
+            .remote_step("create_ticket")
+            .on_execute(create_ticket)
+            .on_success(ticket_created)
+            .on_failure(delete_ticket)
+            .commit()
+            .expect("a valid saga"),
+    )
+}
+
+fn booking() -> Booking {
+    Booking {
+        item: "concert".to_owned(),
+        ..Booking::default()
+    }
+}
+
+/// A published message, with a private commit reply topic reduced to its shape.
+#[derive(Debug, PartialEq)]
+struct Sent {
+    topic: String,
+    headers: Headers,
+    reply_to: Option<String>,
+    payload: Value,
+}
+
+fn summary(message: &BrokerMessage) -> Sent {
+    let reply_to = message
+        .reply_to
+        .as_ref()
+        .map(|topic| match topic.strip_prefix("orderReply.") {
+            Some(suffix) if suffix.len() == 32 && suffix.chars().all(|c| c.is_ascii_hexdigit()) => {
+                "orderReply.<private>".to_owned()
+            }
+            _ => topic.clone(),
+        });
+    Sent {
+        topic: message.topic.clone(),
+        headers: message.headers.clone(),
+        reply_to,
+        payload: message.payload.clone(),
+    }
+}
+
+fn summaries(messages: &[BrokerMessage]) -> Vec<Sent> {
+    messages.iter().map(summary).collect()
+}
+
+fn headers(pairs: &[(&str, String)]) -> Headers {
+    pairs
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), value.clone()))
+        .collect()
+}
+
+/// A saga command (or compensation) of execution `id` run by user `U`.
+fn command(topic: &str, id: Uuid, payload: Value) -> Sent {
+    Sent {
+        topic: topic.to_owned(),
+        headers: headers(&[
+            ("saga", id.to_string()),
+            ("transactions", id.to_string()),
+            ("user", "U".to_owned()),
+        ]),
+        reply_to: Some("orderReply".to_owned()),
+        payload,
+    }
+}
+
+/// A two-phase-commit message about transaction `id`.
+fn transaction(topic: &str, id: Uuid) -> Sent {
+    Sent {
+        topic: topic.to_owned(),
+        headers: headers(&[("saga", id.to_string()), ("transaction", id.to_string())]),
+        reply_to: Some("orderReply.<private>".to_owned()),
+        payload: Value::String(id.to_string()),
+    }
+}
+
+fn rejects(id: Uuid) -> [Sent; 2] {
+    [
+        transaction("_RejectOrderTransaction", id),
+        transaction("_RejectTicketTransaction", id),
+    ]
+}
+
+/// Starts the saga, paused on disk, for user `U`.
+async fn start(
+    harness: &Harness,
+    saga: &Arc<SagaDefinition<Booking>>,
+    context: Booking,
+) -> SagaExecution<Booking> {
+    harness
+        .manager
+        .run(
+            Arc::clone(saga),
+            context,
+            RunOptions::new().pause_on_disk(true).user("U"),
+        )
+        .await
+        .expect("the saga starts")
+        .execution()
+        .expect("the execution is returned")
+}
+
+fn last_sent(harness: &Harness) -> BrokerMessage {
+    harness.sent().pop().expect("a message was published")
+}
+
+/// Answers the last published command with `status` and `content`, from a participant that reports
+/// `ticket` as related.
+async fn answer(harness: &Harness, status: SagaResponseStatus, content: Value) -> ReplyOutcome {
+    let command = last_sent(harness);
+    harness
+        .manager
+        .resume(reply_to(&command, status, content, &["ticket"]))
+        .await
+        .expect("the reply is handled")
+}
+
+async fn load(
+    harness: &Harness,
+    saga: &Arc<SagaDefinition<Booking>>,
+    id: Uuid,
+) -> SagaExecution<Booking> {
+    harness
+        .manager
+        .load(Arc::clone(saga), id)
+        .await
+        .expect("the execution is stored")
+}
+
+fn step_status(execution: &SagaExecution<Booking>, name: &str) -> StepStatus {
+    execution.step(name).expect("the step started").status()
+}
+
+fn services(names: &[&str]) -> std::collections::BTreeSet<String> {
+    names.iter().map(|name| (*name).to_owned()).collect()
+}
+
+/// Participants `order` and `ticket` that accept (and so answer) every transaction message.
+async fn accepting(harness: &Harness) -> Vec<InProcessParticipant> {
+    harness.accepting(&["order", "ticket"]).await
+}
+
+/// Brings a fresh execution to "step 1 finished, step 2 paused", forgets the messages so far and
+/// returns the execution id and the `CreateTicket` command.
+async fn at_second_step(
+    harness: &Harness,
+    saga: &Arc<SagaDefinition<Booking>>,
+    context: Booking,
+) -> (Uuid, BrokerMessage) {
+    let execution = start(harness, saga, context).await;
+    let id = execution.id();
+    let outcome = answer(harness, SagaResponseStatus::Success, json!("order-1")).await;
+    assert_eq!(
+        outcome,
+        ReplyOutcome::Applied {
+            id,
+            status: SagaStatus::Paused
+        }
+    );
+    let create_ticket_command = last_sent(harness);
+    assert_eq!(create_ticket_command.topic, "CreateTicket");
+    harness.clear();
+    (id, create_ticket_command)
+}
+
+#[tokio::test]
+async fn running_pauses_on_disk_after_publishing_the_first_command() {
+    let harness = Harness::new().await;
+    let saga = booking_saga();
+
+    let execution = start(&harness, &saga, booking()).await;
+    let id = execution.id();
+
+    assert_eq!(execution.status(), SagaStatus::Paused);
+    assert_eq!(execution.status().as_str(), "paused");
+    let paused = execution.paused_step().expect("a step is paused");
+    assert_eq!(paused.name(), "create_order");
+    assert_eq!(paused.status(), StepStatus::PausedByOnExecute);
+    assert_eq!(paused.status().as_str(), "paused-by-on-execute");
+    assert_eq!(execution.executed_steps().count(), 0);
+    assert_eq!(execution.steps().len(), 1);
+    assert_eq!(execution.user(), Some("U"));
+    assert_eq!(execution.context(), &booking());
+
+    let sent = harness.sent();
+    assert_eq!(
+        summaries(&sent),
+        vec![command("CreateOrder", id, json!({ "item": "concert" }))]
+    );
+    assert_eq!(paused.request_id(), Some(sent[0].id));
+
+    let stored = load(&harness, &saga, id).await;
+    assert_eq!(stored.status(), SagaStatus::Paused);
+    assert_eq!(
+        stored
+            .paused_step()
+            .map(|step| (step.name(), step.status())),
+        Some(("create_order", StepStatus::PausedByOnExecute))
+    );
+    assert_eq!(stored.executed_steps().count(), 0);
+    assert_eq!(stored.context(), &booking());
+}
+
+#[tokio::test]
+async fn a_success_reply_finishes_the_step_and_sends_the_next_command() {
+    let harness = Harness::new().await;
+    let saga = booking_saga();
+    let id = start(&harness, &saga, booking()).await.id();
+    let create_order_command = last_sent(&harness);
+    harness.clear();
+
+    let reply = reply_to(
+        &create_order_command,
+        SagaResponseStatus::Success,
+        json!("order-1"),
+        &["ticket"],
+    );
+    let outcome = harness
+        .manager
+        .resume(reply.clone())
+        .await
+        .expect("handled");
+
+    assert_eq!(
+        outcome,
+        ReplyOutcome::Applied {
+            id,
+            status: SagaStatus::Paused
+        }
+    );
+    let stored = load(&harness, &saga, id).await;
+    assert_eq!(stored.status(), SagaStatus::Paused);
+    let first = stored.step("create_order").expect("step 1 ran");
+    assert_eq!(first.status(), StepStatus::Finished);
+    assert_eq!(first.related_services(), &services(&["order", "ticket"]));
+    assert_eq!(
+        stored
+            .executed_steps()
+            .map(StepExecution::name)
+            .collect::<Vec<_>>(),
+        ["create_order"]
+    );
+    assert_eq!(
+        stored
+            .paused_step()
+            .map(|step| (step.name(), step.status())),
+        Some(("create_ticket", StepStatus::PausedByOnExecute))
+    );
+    assert_eq!(
+        stored.context(),
+        &Booking {
+            order_id: Some("order-1".to_owned()),
+            ..booking()
+        }
+    );
+    let sent = harness.sent();
+    assert_eq!(
+        summaries(&sent),
+        vec![command(
+            "CreateTicket",
+            id,
+            json!({ "item": "concert", "order": "order-1" })
+        )]
+    );
+    assert_eq!(
+        stored.paused_step().and_then(StepExecution::request_id),
+        Some(sent[0].id)
+    );
+
+    // The same reply again is a duplicate: nothing changes, nothing is sent.
+    let before = harness.repository.raw(id);
+    let again = harness.manager.resume(reply).await.expect("handled");
+    assert_eq!(
+        again,
+        ReplyOutcome::Ignored {
+            id,
+            reason: ReplyRejection::Duplicate
+        }
+    );
+    assert_eq!(harness.repository.raw(id), before);
+    assert_eq!(harness.sent_topics(), ["CreateTicket"]);
+}
+
+#[tokio::test]
+async fn a_failing_on_success_of_the_last_step_compensates_it_then_the_earlier_steps() {
+    let harness = Harness::new().await;
+    let _participants = accepting(&harness).await;
+    let saga = booking_saga();
+    let context = Booking {
+        fail_ticket_created: true,
+        ..booking()
+    };
+    let (id, create_ticket_command) = at_second_step(&harness, &saga, context.clone()).await;
+
+    let reply = reply_to(
+        &create_ticket_command,
+        SagaResponseStatus::Success,
+        json!("ticket-1"),
+        &["ticket"],
+    );
+    let outcome = harness
+        .manager
+        .resume(reply.clone())
+        .await
+        .expect("handled");
+
+    assert_eq!(
+        outcome,
+        ReplyOutcome::Applied {
+            id,
+            status: SagaStatus::Errored
+        }
+    );
+    let mut expected = vec![
+        command(
+            "DeleteTicket",
+            id,
+            json!({ "order": "order-1", "ticket": null }),
+        ),
+        command("DeleteOrder", id, json!({ "order": "order-1" })),
+    ];
+    expected.extend(rejects(id));
+    assert_eq!(summaries(&harness.sent()), expected);
+
+    let stored = load(&harness, &saga, id).await;
+    assert_eq!(stored.status(), SagaStatus::Errored);
+    assert!(stored.already_rollback());
+    assert_eq!(
+        step_status(&stored, "create_ticket"),
+        StepStatus::ErroredOnSuccess
+    );
+    assert_eq!(
+        step_status(&stored, "create_ticket").as_str(),
+        "errored-on-success"
+    );
+    assert!(
+        stored
+            .step("create_ticket")
+            .is_some_and(StepExecution::already_rollback)
+    );
+    assert_eq!(
+        stored.step("create_ticket").and_then(StepExecution::error),
+        Some("the ticket cannot be recorded")
+    );
+    assert_eq!(step_status(&stored, "create_order"), StepStatus::Finished);
+    assert!(
+        stored
+            .step("create_order")
+            .is_some_and(StepExecution::already_rollback)
+    );
+    assert_eq!(
+        stored.context(),
+        &Booking {
+            order_id: Some("order-1".to_owned()),
+            ..context
+        }
+    );
+
+    // Any later reply changes nothing and sends nothing.
+    harness.clear();
+    let before = harness.repository.raw(id);
+    let duplicate = harness.manager.resume(reply).await.expect("handled");
+    assert!(
+        matches!(
+            duplicate,
+            ReplyOutcome::Ignored {
+                id: ignored,
+                reason: ReplyRejection::ExecutionEnded(SagaStatus::Errored) | ReplyRejection::Duplicate,
+            } if ignored == id
+        ),
+        "{duplicate:?}"
+    );
+    let other = reply_to(
+        &create_ticket_command,
+        SagaResponseStatus::Error,
+        json!("late"),
+        &[],
+    );
+    let late = harness.manager.resume(other).await.expect("handled");
+    assert!(
+        matches!(
+            late,
+            ReplyOutcome::Ignored {
+                id: ignored,
+                reason: ReplyRejection::ExecutionEnded(SagaStatus::Errored) | ReplyRejection::Duplicate,
+            } if ignored == id
+        ),
+        "{late:?}"
+    );
+    assert_eq!(harness.sent_topics(), Vec::<String>::new());
+    assert_eq!(harness.repository.raw(id), before);
+}
+
+#[tokio::test]
+async fn an_error_reply_with_on_error_runs_the_handler_and_continues() {
+    let harness = Harness::new().await;
+    let saga = booking_saga();
+    let id = start(&harness, &saga, booking()).await.id();
+    let create_order_command = last_sent(&harness);
+    harness.clear();
+
+    let outcome = harness
+        .manager
+        .resume(reply_to(
+            &create_order_command,
+            SagaResponseStatus::Error,
+            json!("sold out"),
+            &["ticket"],
+        ))
+        .await
+        .expect("handled");
+
+    assert_eq!(
+        outcome,
+        ReplyOutcome::Applied {
+            id,
+            status: SagaStatus::Paused
+        }
+    );
+    let stored = load(&harness, &saga, id).await;
+    assert_eq!(stored.status(), SagaStatus::Paused);
+    assert_eq!(step_status(&stored, "create_order"), StepStatus::Finished);
+    assert_eq!(
+        stored
+            .step("create_order")
+            .map(StepExecution::related_services),
+        Some(&services(&["order", "ticket"]))
+    );
+    assert_eq!(
+        stored.context(),
+        &Booking {
+            refusal: Some("sold out".to_owned()),
+            ..booking()
+        }
+    );
+    assert_eq!(
+        summaries(&harness.sent()),
+        vec![command(
+            "CreateTicket",
+            id,
+            json!({ "item": "concert", "order": null })
+        )]
+    );
+}
+
+/// Answers step 2 with `status` and checks the step failed without compensating itself.
+async fn unhandled_failure_of_the_second_step(status: SagaResponseStatus) {
+    let harness = Harness::new().await;
+    let _participants = accepting(&harness).await;
+    let saga = booking_saga();
+    let (id, create_ticket_command) = at_second_step(&harness, &saga, booking()).await;
+
+    let outcome = harness
+        .manager
+        .resume(reply_to(
+            &create_ticket_command,
+            status,
+            json!("no seats"),
+            &["ticket"],
+        ))
+        .await
+        .expect("handled");
+
+    assert_eq!(
+        outcome,
+        ReplyOutcome::Applied {
+            id,
+            status: SagaStatus::Errored
+        }
+    );
+    let mut expected = vec![command("DeleteOrder", id, json!({ "order": "order-1" }))];
+    expected.extend(rejects(id));
+    assert_eq!(summaries(&harness.sent()), expected, "reply {status:?}");
+
+    let stored = load(&harness, &saga, id).await;
+    assert_eq!(stored.status(), SagaStatus::Errored);
+    assert_eq!(
+        step_status(&stored, "create_ticket"),
+        StepStatus::ErroredByOnExecute,
+        "reply {status:?}"
+    );
+    assert_eq!(
+        step_status(&stored, "create_ticket").as_str(),
+        "errored-by-on-execute"
+    );
+    assert!(
+        !stored
+            .step("create_ticket")
+            .is_some_and(StepExecution::already_rollback)
+    );
+    assert_eq!(step_status(&stored, "create_order"), StepStatus::Finished);
+    assert!(
+        stored
+            .step("create_order")
+            .is_some_and(StepExecution::already_rollback)
+    );
+    assert_eq!(
+        stored.context(),
+        &Booking {
+            order_id: Some("order-1".to_owned()),
+            ..booking()
+        }
+    );
+}
+
+#[tokio::test]
+async fn an_error_reply_without_on_error_fails_the_step_without_self_compensation() {
+    unhandled_failure_of_the_second_step(SagaResponseStatus::Error).await;
+}
+
+#[tokio::test]
+async fn a_system_error_reply_fails_the_step_without_self_compensation() {
+    unhandled_failure_of_the_second_step(SagaResponseStatus::SystemError).await;
+}
+
+#[tokio::test]
+async fn a_failing_remote_on_execute_sends_nothing_and_compensates_the_earlier_steps() {
+    let harness = Harness::new().await;
+    let _participants = accepting(&harness).await;
+    let saga = booking_saga();
+    let context = Booking {
+        fail_create_ticket: true,
+        ..booking()
+    };
+    let id = start(&harness, &saga, context.clone()).await.id();
+    let create_order_command = last_sent(&harness);
+    harness.clear();
+
+    let outcome = harness
+        .manager
+        .resume(reply_to(
+            &create_order_command,
+            SagaResponseStatus::Success,
+            json!("order-1"),
+            &["ticket"],
+        ))
+        .await
+        .expect("handled");
+
+    assert_eq!(
+        outcome,
+        ReplyOutcome::Applied {
+            id,
+            status: SagaStatus::Errored
+        }
+    );
+    let mut expected = vec![command("DeleteOrder", id, json!({ "order": "order-1" }))];
+    expected.extend(rejects(id));
+    assert_eq!(summaries(&harness.sent()), expected);
+
+    let stored = load(&harness, &saga, id).await;
+    assert_eq!(stored.status(), SagaStatus::Errored);
+    let second = stored.step("create_ticket").expect("step 2 started");
+    assert_eq!(second.status(), StepStatus::ErroredOnExecute);
+    assert_eq!(second.status().as_str(), "errored-on-execute");
+    assert_eq!(second.request_id(), None);
+    assert!(!second.already_rollback());
+    assert_eq!(second.error(), Some("no ticket can be built"));
+    assert_eq!(step_status(&stored, "create_order"), StepStatus::Finished);
+    assert!(stored.already_rollback());
+    assert_eq!(
+        stored.context(),
+        &Booking {
+            order_id: Some("order-1".to_owned()),
+            ..context
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_manual_rollback_compensates_the_finished_steps_once() {
+    let harness = Harness::new().await;
+    let _participants = accepting(&harness).await;
+    let saga = booking_saga();
+    let (id, _) = at_second_step(&harness, &saga, booking()).await;
+
+    let status = harness.manager.rollback(id).await.expect("rolled back");
+
+    assert_eq!(status, SagaStatus::Errored);
+    let mut expected = vec![command("DeleteOrder", id, json!({ "order": "order-1" }))];
+    expected.extend(rejects(id));
+    assert_eq!(summaries(&harness.sent()), expected);
+    let stored = load(&harness, &saga, id).await;
+    assert_eq!(stored.status(), SagaStatus::Errored);
+    assert!(stored.already_rollback());
+    assert!(
+        stored
+            .step("create_order")
+            .is_some_and(StepExecution::already_rollback)
+    );
+    assert_eq!(step_status(&stored, "create_order"), StepStatus::Finished);
+    assert_eq!(
+        step_status(&stored, "create_ticket"),
+        StepStatus::PausedByOnExecute
+    );
+    assert!(
+        !stored
+            .step("create_ticket")
+            .is_some_and(StepExecution::already_rollback)
+    );
+
+    harness.clear();
+    let before = harness.repository.raw(id);
+    let again = harness.manager.rollback(id).await;
+    assert!(
+        matches!(
+            &again,
+            Err(SagaError::Execution(ExecutionError::AlreadyRolledBack { id: rolled, .. })) if *rolled == id
+        ),
+        "{again:?}"
+    );
+    assert_eq!(harness.sent_topics(), Vec::<String>::new());
+    assert_eq!(harness.repository.raw(id), before);
+}
+
+#[tokio::test]
+async fn a_failing_on_error_compensates_its_own_step() {
+    let harness = Harness::new().await;
+    let _participants = accepting(&harness).await;
+    let saga = booking_saga();
+    let context = Booking {
+        fail_order_refused: true,
+        ..booking()
+    };
+    let id = start(&harness, &saga, context.clone()).await.id();
+    let create_order_command = last_sent(&harness);
+    harness.clear();
+
+    let outcome = harness
+        .manager
+        .resume(reply_to(
+            &create_order_command,
+            SagaResponseStatus::Error,
+            json!("sold out"),
+            &["ticket"],
+        ))
+        .await
+        .expect("handled");
+
+    assert_eq!(
+        outcome,
+        ReplyOutcome::Applied {
+            id,
+            status: SagaStatus::Errored
+        }
+    );
+    // The participant answered, so the step undoes itself; the participants are rejected too.
+    let mut expected = vec![command("DeleteOrder", id, json!({ "order": null }))];
+    expected.extend(rejects(id));
+    assert_eq!(summaries(&harness.sent()), expected);
+    let stored = load(&harness, &saga, id).await;
+    assert_eq!(stored.status(), SagaStatus::Errored);
+    assert_eq!(stored.steps().len(), 1);
+    let first = stored.step("create_order").expect("step 1 ran");
+    assert_eq!(first.status(), StepStatus::ErroredOnError);
+    assert_eq!(first.status().as_str(), "errored-on-error");
+    assert!(first.already_rollback());
+    assert_eq!(first.related_services(), &services(&["order", "ticket"]));
+    assert_eq!(first.error(), Some("the refusal cannot be recorded"));
+    assert_eq!(stored.context(), &context);
+}
+
+#[tokio::test]
+async fn replies_that_fit_no_waiting_command_change_nothing() {
+    let harness = Harness::new().await;
+    let saga = booking_saga();
+    let id = start(&harness, &saga, booking()).await.id();
+    let create_order_command = last_sent(&harness);
+    let before = harness.repository.raw(id);
+
+    // A reply to a command this execution never sent.
+    let mut unknown_command = create_order_command.clone();
+    unknown_command.id = Uuid::new_v4();
+    let unknown_request = harness
+        .manager
+        .resume(reply_to(
+            &unknown_command,
+            SagaResponseStatus::Success,
+            json!("order-9"),
+            &["ticket"],
+        ))
+        .await
+        .expect("handled");
+    assert_eq!(
+        unknown_request,
+        ReplyOutcome::Ignored {
+            id,
+            reason: ReplyRejection::UnknownRequest
+        }
+    );
+
+    // A reply naming an execution nobody stored.
+    let stranger = Uuid::new_v4();
+    let unknown_execution = harness
+        .manager
+        .resume(
+            SagaResponse::new(
+                stranger,
+                create_order_command.id,
+                SagaResponseStatus::Success,
+                &json!("order-9"),
+            )
+            .expect("encodes"),
+        )
+        .await
+        .expect("handled");
+    assert_eq!(
+        unknown_execution,
+        ReplyOutcome::Ignored {
+            id: stranger,
+            reason: ReplyRejection::UnknownExecution
+        }
+    );
+
+    assert_eq!(harness.repository.raw(id), before);
+    assert_eq!(harness.sent_topics(), ["CreateOrder"]);
+    let stored = load(&harness, &saga, id).await;
+    assert_eq!(stored.status(), SagaStatus::Paused);
+    assert_eq!(stored.context(), &booking());
+}
+
+/// Runs the booking saga to its end, committed by accepting participants.
+async fn finished(harness: &Harness, saga: &Arc<SagaDefinition<Booking>>) -> Uuid {
+    let (id, create_ticket_command) = at_second_step(harness, saga, booking()).await;
+    let outcome = harness
+        .manager
+        .resume(reply_to(
+            &create_ticket_command,
+            SagaResponseStatus::Success,
+            json!("ticket-1"),
+            &["ticket"],
+        ))
+        .await
+        .expect("handled");
+    assert_eq!(
+        outcome,
+        ReplyOutcome::Applied {
+            id,
+            status: SagaStatus::Finished
+        }
+    );
+    assert_eq!(
+        harness.sent_topics(),
+        [
+            "_ReserveOrderTransaction",
+            "_ReserveTicketTransaction",
+            "_CommitOrderTransaction",
+            "_CommitTicketTransaction",
+        ]
+    );
+    harness.clear();
+    id
+}
+
+#[tokio::test]
+async fn rolling_back_a_finished_execution_compensates_and_rejects_without_committing_again() {
+    let harness = Harness::new().await;
+    let _participants = accepting(&harness).await;
+    let saga = booking_saga();
+    let id = finished(&harness, &saga).await;
+
+    let status = harness.manager.rollback(id).await.expect("rolled back");
+
+    // Per `SagaManager::rollback` and `SagaExecution::rollback`: compensate in reverse order, leave
+    // the execution errored, then reject the transactions; never reserve or commit again.
+    let mut expected = vec![
+        command(
+            "DeleteTicket",
+            id,
+            json!({ "order": "order-1", "ticket": "ticket-1" }),
+        ),
+        command("DeleteOrder", id, json!({ "order": "order-1" })),
+    ];
+    expected.extend(rejects(id));
+    assert_eq!(summaries(&harness.sent()), expected);
+    assert_eq!(status, SagaStatus::Errored);
+    let stored = load(&harness, &saga, id).await;
+    assert_eq!(stored.status(), SagaStatus::Errored);
+    assert!(stored.already_rollback());
+}
+
+#[tokio::test]
+async fn the_engine_rollback_of_a_finished_execution_leaves_it_errored() {
+    let harness = Harness::new().await;
+    let _participants = accepting(&harness).await;
+    let saga = booking_saga();
+    let id = finished(&harness, &saga).await;
+    let mut execution = load(&harness, &saga, id).await;
+    let mut outbox = Outbox::new();
+
+    execution
+        .rollback(&ExecutionEnv::new("order"), &mut outbox)
+        .await
+        .expect("rolled back");
+
+    assert_eq!(
+        summaries(outbox.messages()),
+        vec![
+            command(
+                "DeleteTicket",
+                id,
+                json!({ "order": "order-1", "ticket": "ticket-1" }),
+            ),
+            command("DeleteOrder", id, json!({ "order": "order-1" })),
+        ]
+    );
+    assert!(execution.already_rollback());
+    assert_eq!(execution.status(), SagaStatus::Errored);
+}

@@ -1,0 +1,974 @@
+//! The two-phase commit that closes a saga: reserve and commit on success (or nothing without
+//! autocommit), reject and compensate when a reservation is refused or unanswered, the committer's
+//! matching of answers to the (transaction, service) they answer, the transaction list of an
+//! execution (conditional sub-sagas included) and the topic names.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use saga_runtime::committer::{CommitError, Phase, PhaseReport, TransactionCommitter, title_case};
+use saga_runtime::execution::{ExecutionEnv, Outbox, StepExecution};
+use saga_runtime::manager::ReplyOutcome;
+use saga_runtime::message::{BrokerMessage, Headers};
+use saga_runtime::participant::{InProcessParticipant, ParticipantEvent};
+use saga_runtime::prelude::*;
+use saga_tests::{Harness, reply_to};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// The saga's state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Booking {
+    item: String,
+    order_id: Option<String>,
+    ticket_id: Option<String>,
+    payment_id: Option<String>,
+    paid: bool,
+}
+
+async fn create_order(booking: &Booking) -> Result<SagaRequest, StepError> {
+    SagaRequest::new("CreateOrder", &json!({ "item": booking.item }))
+}
+
+async fn order_created(booking: &mut Booking, reply: SagaResponse) -> Result<(), StepError> {
+    booking.order_id = Some(reply.content()?);
+    Ok(())
+}
+
+async fn delete_order(booking: &Booking) -> Result<SagaRequest, StepError> {
+    SagaRequest::new("DeleteOrder", &json!({ "order": booking.order_id }))
+}
+
+async fn create_ticket(booking: &Booking) -> Result<SagaRequest, StepError> {
+    SagaRequest::new(
+        "CreateTicket",
+        &json!({ "item": booking.item, "order": booking.order_id }),
+    )
+}
+
+async fn ticket_created(booking: &mut Booking, reply: SagaResponse) -> Result<(), StepError> {
+    booking.ticket_id = Some(reply.content()?);
+    Ok(())
+}
+
+async fn delete_ticket(booking: &Booking) -> Result<SagaRequest, StepError> {
+    SagaRequest::new(
+        "DeleteTicket",
+        &json!({ "order": booking.order_id, "ticket": booking.ticket_id }),
+    )
+}
+
+async fn needs_payment(booking: &Booking) -> Result<bool, StepError> {
+    Ok(!booking.paid)
+}
+
+async fn create_payment(booking: &Booking) -> Result<SagaRequest, StepError> {
+    SagaRequest::new("CreatePayment", &json!({ "order": booking.order_id }))
+}
+
+async fn payment_created(booking: &mut Booking, reply: SagaResponse) -> Result<(), StepError> {
+    booking.payment_id = Some(reply.content()?);
+    Ok(())
+}
+
+/// Step 1 `create_order`, step 2 `create_ticket`, both remote and compensable.
+fn booking_saga() -> Arc<SagaDefinition<Booking>> {
+    Arc::new(
+        Saga::new("book-ticket")
+            .remote_step("create_order")
+            .on_execute(create_order)
+            .on_success(order_created)
+            .on_failure(delete_order)
+            .remote_step("create_ticket")
+            .on_execute(create_ticket)
+            .on_success(ticket_created)
+            .on_failure(delete_ticket)
+            .commit()
+            .expect("a valid saga"),
+    )
+}
+
+/// `create_order`, then a conditional `pay` whose sub-saga charges the payment service, then
+/// `create_ticket`.
+fn paying_saga() -> Arc<SagaDefinition<Booking>> {
+    let payment = Saga::new("pay-booking")
+        .remote_step("charge")
+        .on_execute(create_payment)
+        .on_success(payment_created)
+        .commit()
+        .expect("a valid sub-saga");
+    Arc::new(
+        Saga::new("book-paid-ticket")
+            .remote_step("create_order")
+            .on_execute(create_order)
+            .on_success(order_created)
+            .on_failure(delete_order)
+            .conditional_step("pay")
+            .if_then(needs_payment, payment)
+            .remote_step("create_ticket")
+            .on_execute(create_ticket)
+            .on_success(ticket_created)
+            .on_failure(delete_ticket)
+            .commit()
+            .expect("a valid saga"),
+    )
+}
+
+fn booking() -> Booking {
+    Booking {
+        item: "concert".to_owned(),
+        ..Booking::default()
+    }
+}
+
+fn booked() -> Booking {
+    Booking {
+        order_id: Some("order-1".to_owned()),
+        ticket_id: Some("ticket-1".to_owned()),
+        ..booking()
+    }
+}
+
+/// A published message, with a private commit reply topic reduced to its shape.
+#[derive(Debug, PartialEq)]
+struct Sent {
+    topic: String,
+    headers: Headers,
+    reply_to: Option<String>,
+    payload: Value,
+}
+
+fn summary(message: &BrokerMessage) -> Sent {
+    let reply_to = message
+        .reply_to
+        .as_ref()
+        .map(|topic| match topic.strip_prefix("orderReply.") {
+            Some(suffix) if suffix.len() == 32 && suffix.chars().all(|c| c.is_ascii_hexdigit()) => {
+                "orderReply.<private>".to_owned()
+            }
+            _ => topic.clone(),
+        });
+    Sent {
+        topic: message.topic.clone(),
+        headers: message.headers.clone(),
+        reply_to,
+        payload: message.payload.clone(),
+    }
+}
+
+fn summaries(messages: &[BrokerMessage]) -> Vec<Sent> {
+    messages.iter().map(summary).collect()
+}
+
+fn headers(pairs: &[(&str, String)]) -> Headers {
+    pairs
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), value.clone()))
+        .collect()
+}
+
+/// A saga command (or compensation) of execution `id` run by user `U`.
+fn command(topic: &str, id: Uuid, payload: Value) -> Sent {
+    Sent {
+        topic: topic.to_owned(),
+        headers: headers(&[
+            ("saga", id.to_string()),
+            ("transactions", id.to_string()),
+            ("user", "U".to_owned()),
+        ]),
+        reply_to: Some("orderReply".to_owned()),
+        payload,
+    }
+}
+
+/// A two-phase-commit message about transaction `id`.
+fn transaction(topic: &str, id: Uuid) -> Sent {
+    Sent {
+        topic: topic.to_owned(),
+        headers: headers(&[("saga", id.to_string()), ("transaction", id.to_string())]),
+        reply_to: Some("orderReply.<private>".to_owned()),
+        payload: Value::String(id.to_string()),
+    }
+}
+
+/// The messages of one phase for transaction `id` and `services`, in order.
+fn phase(phase: Phase, id: Uuid, services: &[&str]) -> Vec<Sent> {
+    services
+        .iter()
+        .map(|service| transaction(&phase.topic(service), id))
+        .collect()
+}
+
+/// Starts `saga`, paused on disk, for user `U`.
+async fn start(
+    harness: &Harness,
+    saga: &Arc<SagaDefinition<Booking>>,
+    options: RunOptions,
+) -> SagaExecution<Booking> {
+    harness
+        .manager
+        .run(
+            Arc::clone(saga),
+            booking(),
+            options.pause_on_disk(true).user("U"),
+        )
+        .await
+        .expect("the saga starts")
+        .execution()
+        .expect("the execution is returned")
+}
+
+/// Answers the last published command with SUCCESS, `content` and the `related` services.
+async fn succeed(harness: &Harness, content: &str, related: &[&str]) -> ReplyOutcome {
+    let command = harness.sent().pop().expect("a command was published");
+    harness
+        .manager
+        .resume(reply_to(
+            &command,
+            SagaResponseStatus::Success,
+            json!(content),
+            related,
+        ))
+        .await
+        .expect("the reply is handled")
+}
+
+async fn load(
+    harness: &Harness,
+    saga: &Arc<SagaDefinition<Booking>>,
+    id: Uuid,
+) -> SagaExecution<Booking> {
+    harness
+        .manager
+        .load(Arc::clone(saga), id)
+        .await
+        .expect("the execution is stored")
+}
+
+fn transaction_event(phase: Phase, transaction: Uuid, accepted: bool) -> ParticipantEvent {
+    ParticipantEvent::Transaction {
+        phase,
+        transaction,
+        accepted,
+    }
+}
+
+fn pairs(id: Uuid, services: &[&str]) -> Vec<(Uuid, String)> {
+    services
+        .iter()
+        .map(|service| (id, (*service).to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_last_success_reply_reserves_then_commits_every_participant() {
+    let harness = Harness::new().await;
+    let participants = harness.accepting(&["order", "ticket"]).await;
+    let saga = booking_saga();
+    let id = start(&harness, &saga, RunOptions::new()).await.id();
+    assert_eq!(
+        succeed(&harness, "order-1", &["ticket"]).await,
+        ReplyOutcome::Applied {
+            id,
+            status: SagaStatus::Paused
+        }
+    );
+
+    let outcome = succeed(&harness, "ticket-1", &["ticket"]).await;
+
+    assert_eq!(
+        outcome,
+        ReplyOutcome::Applied {
+            id,
+            status: SagaStatus::Finished
+        }
+    );
+    let mut expected = vec![
+        command("CreateOrder", id, json!({ "item": "concert" })),
+        command(
+            "CreateTicket",
+            id,
+            json!({ "item": "concert", "order": "order-1" }),
+        ),
+    ];
+    expected.extend(phase(Phase::Reserve, id, &["order", "ticket"]));
+    expected.extend(phase(Phase::Commit, id, &["order", "ticket"]));
+    assert_eq!(summaries(&harness.sent()), expected);
+    assert_eq!(
+        harness.sent_topics()[2..],
+        [
+            "_ReserveOrderTransaction",
+            "_ReserveTicketTransaction",
+            "_CommitOrderTransaction",
+            "_CommitTicketTransaction",
+        ]
+    );
+    for participant in &participants {
+        assert_eq!(
+            participant.log(),
+            [
+                transaction_event(Phase::Reserve, id, true),
+                transaction_event(Phase::Commit, id, true),
+            ],
+            "{}",
+            participant.service()
+        );
+    }
+
+    let mut stored = load(&harness, &saga, id).await;
+    assert_eq!(stored.status(), SagaStatus::Finished);
+    assert_eq!(stored.context(), &booked());
+    assert_eq!(
+        stored
+            .executed_steps()
+            .map(StepExecution::name)
+            .collect::<Vec<_>>(),
+        ["create_order", "create_ticket"]
+    );
+    assert_eq!(
+        stored.transactions(&ExecutionEnv::new("order")),
+        pairs(id, &["order", "ticket"])
+    );
+
+    let mut outbox = Outbox::new();
+    let again = stored
+        .execute(None, &ExecutionEnv::new("order"), &mut outbox)
+        .await;
+    assert!(
+        matches!(
+            again,
+            Err(ExecutionError::AlreadyExecuted {
+                id: executed,
+                status: SagaStatus::Finished
+            }) if executed == id
+        ),
+        "{again:?}"
+    );
+    assert!(outbox.is_empty());
+    assert_eq!(stored.status(), SagaStatus::Finished);
+}
+
+#[tokio::test]
+async fn without_autocommit_nothing_is_reserved_committed_or_rejected() {
+    let harness = Harness::new().await;
+    let participants = harness.accepting(&["order", "ticket"]).await;
+    let saga = booking_saga();
+
+    // Success: finished, no reserve or commit.
+    let id = start(&harness, &saga, RunOptions::new().autocommit(false))
+        .await
+        .id();
+    succeed(&harness, "order-1", &["ticket"]).await;
+    let outcome = succeed(&harness, "ticket-1", &["ticket"]).await;
+    assert_eq!(
+        outcome,
+        ReplyOutcome::Applied {
+            id,
+            status: SagaStatus::Finished
+        }
+    );
+    assert_eq!(
+        summaries(&harness.sent()),
+        vec![
+            command("CreateOrder", id, json!({ "item": "concert" })),
+            command(
+                "CreateTicket",
+                id,
+                json!({ "item": "concert", "order": "order-1" })
+            ),
+        ]
+    );
+    let stored = load(&harness, &saga, id).await;
+    assert_eq!(stored.status(), SagaStatus::Finished);
+    assert_eq!(stored.context(), &booked());
+
+    // Failure: compensated, no reject.
+    harness.clear();
+    let id = start(&harness, &saga, RunOptions::new().autocommit(false))
+        .await
+        .id();
+    succeed(&harness, "order-2", &["ticket"]).await;
+    let command_message = harness.sent().pop().expect("CreateTicket was published");
+    let outcome = harness
+        .manager
+        .resume(reply_to(
+            &command_message,
+            SagaResponseStatus::SystemError,
+            json!("down"),
+            &["ticket"],
+        ))
+        .await
+        .expect("handled");
+    assert_eq!(
+        outcome,
+        ReplyOutcome::Applied {
+            id,
+            status: SagaStatus::Errored
+        }
+    );
+    assert_eq!(
+        summaries(&harness.sent()),
+        vec![
+            command("CreateOrder", id, json!({ "item": "concert" })),
+            command(
+                "CreateTicket",
+                id,
+                json!({ "item": "concert", "order": "order-2" })
+            ),
+            command("DeleteOrder", id, json!({ "order": "order-2" })),
+        ]
+    );
+    for participant in &participants {
+        assert_eq!(participant.log(), [], "{}", participant.service());
+    }
+}
+
+/// Starts participants for a full in-memory run: `ticket` answers both commands with SUCCESS (its
+/// transaction policy set by `ticket`); `order` accepts every transaction.
+async fn run_with_ticket(
+    harness: &Harness,
+    ticket: impl FnOnce(
+        saga_runtime::participant::InProcessParticipantBuilder,
+    ) -> saga_runtime::participant::InProcessParticipantBuilder,
+) -> (InProcessParticipant, InProcessParticipant) {
+    let ticket = ticket(
+        harness
+            .participant("ticket")
+            .command("CreateOrder", |_: &BrokerMessage| {
+                (SagaResponseStatus::Success, json!("order-1"))
+            })
+            .command("CreateTicket", |_: &BrokerMessage| {
+                (SagaResponseStatus::Success, json!("ticket-1"))
+            }),
+    )
+    .spawn()
+    .await
+    .expect("the participant starts");
+    let order = harness
+        .participant("order")
+        .spawn()
+        .await
+        .expect("the participant starts");
+    (order, ticket)
+}
+
+/// Runs the booking saga in memory and checks that its commit failed the way a failed reservation
+/// must: reserves, rejects, then the compensations in reverse order, and the execution `errored`.
+async fn assert_failed_commit(harness: &Harness) -> Uuid {
+    let saga = booking_saga();
+    let result = harness
+        .manager
+        .run(Arc::clone(&saga), booking(), RunOptions::new().user("U"))
+        .await;
+    let (id, message) = match result {
+        Err(SagaError::Execution(ExecutionError::CommitFailed { id, message })) => (id, message),
+        other => panic!("expected a failed commit, got {other:?}"),
+    };
+    assert_eq!(message, "the reservation failed for ticket");
+
+    let mut expected = vec![
+        command("CreateOrder", id, json!({ "item": "concert" })),
+        command(
+            "CreateTicket",
+            id,
+            json!({ "item": "concert", "order": "order-1" }),
+        ),
+    ];
+    expected.extend(phase(Phase::Reserve, id, &["order", "ticket"]));
+    expected.extend(phase(Phase::Reject, id, &["order", "ticket"]));
+    expected.push(command(
+        "DeleteTicket",
+        id,
+        json!({ "order": "order-1", "ticket": "ticket-1" }),
+    ));
+    expected.push(command("DeleteOrder", id, json!({ "order": "order-1" })));
+    assert_eq!(summaries(&harness.sent()), expected);
+    assert_eq!(
+        harness.sent_topics()[2..],
+        [
+            "_ReserveOrderTransaction",
+            "_ReserveTicketTransaction",
+            "_RejectOrderTransaction",
+            "_RejectTicketTransaction",
+            "DeleteTicket",
+            "DeleteOrder",
+        ]
+    );
+
+    let stored = load(harness, &saga, id).await;
+    assert_eq!(stored.status(), SagaStatus::Errored);
+    assert!(stored.already_rollback());
+    for name in ["create_order", "create_ticket"] {
+        let step = stored.step(name).expect("the step ran");
+        assert_eq!(step.status(), StepStatus::Finished, "{name}");
+        assert!(step.already_rollback(), "{name}");
+    }
+    assert_eq!(stored.context(), &booked());
+
+    // Executing it again is refused.
+    let mut stored = stored;
+    let mut outbox = Outbox::new();
+    let again = stored
+        .execute(None, &ExecutionEnv::new("order"), &mut outbox)
+        .await;
+    assert!(
+        matches!(
+            again,
+            Err(ExecutionError::AlreadyExecuted {
+                status: SagaStatus::Errored,
+                ..
+            })
+        ),
+        "{again:?}"
+    );
+    assert!(outbox.is_empty());
+    id
+}
+
+#[tokio::test]
+async fn a_refused_reservation_rejects_everyone_then_compensates() {
+    let harness = Harness::new().await;
+    let (order, ticket) = run_with_ticket(&harness, |ticket| ticket.reserve(|_| false)).await;
+
+    let id = assert_failed_commit(&harness).await;
+
+    assert_eq!(
+        order.log(),
+        [
+            transaction_event(Phase::Reserve, id, true),
+            transaction_event(Phase::Reject, id, true),
+        ]
+    );
+    assert_eq!(
+        ticket.log(),
+        [
+            ParticipantEvent::Command {
+                topic: "CreateOrder".to_owned(),
+                status: SagaResponseStatus::Success,
+            },
+            ParticipantEvent::Command {
+                topic: "CreateTicket".to_owned(),
+                status: SagaResponseStatus::Success,
+            },
+            transaction_event(Phase::Reserve, id, false),
+            transaction_event(Phase::Reject, id, true),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_refused_reservation_without_raise_on_error_returns_the_errored_execution() {
+    let harness = Harness::new().await;
+    let (_order, _ticket) = run_with_ticket(&harness, |ticket| ticket.reserve(|_| false)).await;
+    let saga = booking_saga();
+
+    let execution = harness
+        .manager
+        .run(
+            Arc::clone(&saga),
+            booking(),
+            RunOptions::new().user("U").raise_on_error(false),
+        )
+        .await
+        .expect("a failed saga is returned, not raised")
+        .execution()
+        .expect("the execution is returned");
+
+    assert_eq!(execution.status(), SagaStatus::Errored);
+    assert!(execution.already_rollback());
+    assert_eq!(
+        harness.sent_topics(),
+        [
+            "CreateOrder",
+            "CreateTicket",
+            "_ReserveOrderTransaction",
+            "_ReserveTicketTransaction",
+            "_RejectOrderTransaction",
+            "_RejectTicketTransaction",
+            "DeleteTicket",
+            "DeleteOrder",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_unanswered_reservation_fails_the_commit_after_the_timeout() {
+    let harness = Harness::with_commit_timeout(Duration::from_millis(100)).await;
+    let (order, ticket) =
+        run_with_ticket(&harness, |ticket| ticket.answer_transactions(false)).await;
+
+    let id = assert_failed_commit(&harness).await;
+
+    assert_eq!(
+        order.log(),
+        [
+            transaction_event(Phase::Reserve, id, true),
+            transaction_event(Phase::Reject, id, true),
+        ]
+    );
+    // It received both messages but answered neither.
+    assert_eq!(
+        ticket.log()[2..],
+        [
+            transaction_event(Phase::Reserve, id, true),
+            transaction_event(Phase::Reject, id, true),
+        ]
+    );
+    let answers_from_ticket = harness
+        .broker
+        .history()
+        .into_iter()
+        .filter(|message| {
+            message.correlation_id.is_some()
+                && message.headers.get("service").map(String::as_str) == Some("ticket")
+                && message.headers.contains_key("transaction")
+        })
+        .count();
+    assert_eq!(answers_from_ticket, 0);
+}
+
+fn committer(harness: &Harness, timeout: Duration) -> TransactionCommitter {
+    TransactionCommitter::new(harness.shared_broker(), "order", timeout)
+}
+
+#[tokio::test]
+async fn the_committer_commits_when_everyone_accepts() {
+    let harness = Harness::new().await;
+    let participants = harness.accepting(&["order", "ticket"]).await;
+    let id = Uuid::new_v4();
+
+    let report = committer(&harness, Duration::from_secs(2))
+        .commit(&pairs(id, &["order", "ticket"]))
+        .await
+        .expect("everyone accepted");
+
+    assert_eq!(
+        report,
+        PhaseReport {
+            accepted: vec!["order".to_owned(), "ticket".to_owned()],
+            refused: vec![],
+            unanswered: vec![],
+        }
+    );
+    let mut expected = phase(Phase::Reserve, id, &["order", "ticket"]);
+    expected.extend(phase(Phase::Commit, id, &["order", "ticket"]));
+    let sent = harness.sent();
+    assert_eq!(summaries(&sent), expected);
+    // One private reply topic per phase.
+    assert_eq!(sent[0].reply_to, sent[1].reply_to);
+    assert_eq!(sent[2].reply_to, sent[3].reply_to);
+    assert_ne!(sent[0].reply_to, sent[2].reply_to);
+    for participant in &participants {
+        assert_eq!(
+            participant.log(),
+            [
+                transaction_event(Phase::Reserve, id, true),
+                transaction_event(Phase::Commit, id, true),
+            ]
+        );
+    }
+
+    // Nothing to commit: nothing sent.
+    harness.clear();
+    let empty = committer(&harness, Duration::from_secs(2))
+        .commit(&[])
+        .await
+        .expect("nothing to refuse");
+    assert_eq!(empty, PhaseReport::default());
+    assert_eq!(harness.sent_topics(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn the_committer_matches_answers_to_their_transaction_not_their_count() {
+    let harness = Harness::new().await;
+    let accepted = Uuid::new_v4();
+    let refused = Uuid::new_v4();
+    let order = harness
+        .participant("order")
+        .reserve(move |transaction| transaction == accepted)
+        .spawn()
+        .await
+        .expect("the participant starts");
+    let transactions = vec![
+        (accepted, "order".to_owned()),
+        (refused, "order".to_owned()),
+    ];
+
+    let result = committer(&harness, Duration::from_secs(2))
+        .commit(&transactions)
+        .await;
+
+    match result {
+        Err(CommitError::ReservationFailed { services }) => assert_eq!(services, ["order"]),
+        other => panic!("expected a failed reservation, got {other:?}"),
+    }
+    let expected = vec![
+        transaction("_ReserveOrderTransaction", accepted),
+        transaction("_ReserveOrderTransaction", refused),
+        transaction("_RejectOrderTransaction", accepted),
+        transaction("_RejectOrderTransaction", refused),
+    ];
+    assert_eq!(summaries(&harness.sent()), expected);
+    assert_eq!(
+        order.log(),
+        [
+            transaction_event(Phase::Reserve, accepted, true),
+            transaction_event(Phase::Reserve, refused, false),
+            transaction_event(Phase::Reject, accepted, true),
+            transaction_event(Phase::Reject, refused, true),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn stray_answers_on_the_reply_topic_do_not_count() {
+    let harness = Harness::new().await;
+    let id = Uuid::new_v4();
+    let elsewhere = Uuid::new_v4();
+    // `order` answers its reservation twice; `ticket` never answers its own, but sends an answer
+    // about another transaction that correlates with no request.
+    let mut order_reserves = harness
+        .broker
+        .subscribe("_ReserveOrderTransaction")
+        .await
+        .expect("subscribed");
+    let mut ticket_reserves = harness
+        .broker
+        .subscribe("_ReserveTicketTransaction")
+        .await
+        .expect("subscribed");
+    let broker = harness.shared_broker();
+    let order_broker = Arc::clone(&broker);
+    let order_task = tokio::spawn(async move {
+        while let Some(delivery) = order_reserves.next().await {
+            let message = delivery.message().clone();
+            for _ in 0..2 {
+                let answer = message
+                    .reply("order", SagaResponseStatus::Success, Value::Null)
+                    .expect("the reserve names its reply topic");
+                order_broker.publish(answer).await.expect("published");
+            }
+        }
+    });
+    let ticket_task = tokio::spawn(async move {
+        while let Some(delivery) = ticket_reserves.next().await {
+            let mut stray = delivery
+                .message()
+                .reply("ticket", SagaResponseStatus::Success, Value::Null)
+                .expect("the reserve names its reply topic");
+            stray.correlation_id = Some(Uuid::new_v4());
+            stray
+                .headers
+                .insert("transaction".to_owned(), elsewhere.to_string());
+            stray
+                .headers
+                .insert("saga".to_owned(), elsewhere.to_string());
+            broker.publish(stray).await.expect("published");
+        }
+    });
+
+    let result = committer(&harness, Duration::from_millis(200))
+        .commit(&pairs(id, &["order", "ticket"]))
+        .await;
+
+    match result {
+        Err(CommitError::ReservationFailed { services }) => assert_eq!(services, ["ticket"]),
+        other => panic!("expected a failed reservation, got {other:?}"),
+    }
+    let mut expected = phase(Phase::Reserve, id, &["order", "ticket"]);
+    expected.extend(phase(Phase::Reject, id, &["order", "ticket"]));
+    assert_eq!(summaries(&harness.sent()), expected);
+    // The three answers were really sent, on the reservation's reply topic, before the rejects.
+    let history = harness.broker.history();
+    let reserve_topic = history[0].reply_to.clone().expect("a private reply topic");
+    let answers: Vec<usize> = history
+        .iter()
+        .enumerate()
+        .filter(|(_, message)| message.correlation_id.is_some())
+        .map(|(index, message)| {
+            assert_eq!(Some(&message.topic), Some(&reserve_topic));
+            index
+        })
+        .collect();
+    let first_reject = history
+        .iter()
+        .position(|message| message.topic == "_RejectOrderTransaction")
+        .expect("rejects were sent");
+    assert_eq!(answers.len(), 3);
+    assert!(answers.iter().all(|&index| index < first_reject));
+    order_task.abort();
+    ticket_task.abort();
+}
+
+#[tokio::test]
+async fn the_transactions_cover_every_step_and_conditional_sub_sagas() {
+    let harness = Harness::new().await;
+    let participants = harness.accepting(&["order", "payment", "ticket"]).await;
+    let saga = paying_saga();
+    let env = ExecutionEnv::new("order");
+
+    let started = start(&harness, &saga, RunOptions::new()).await;
+    let id = started.id();
+    assert_eq!(started.transactions(&env), pairs(id, &["order"]));
+
+    assert_eq!(
+        succeed(&harness, "order-1", &["ticket"]).await,
+        ReplyOutcome::Applied {
+            id,
+            status: SagaStatus::Paused
+        }
+    );
+    let paused = load(&harness, &saga, id).await;
+    assert_eq!(paused.transactions(&env), pairs(id, &["order", "ticket"]));
+    let pay = paused.step("pay").expect("the conditional step started");
+    assert_eq!(pay.status(), StepStatus::PausedByOnExecute);
+    let inner = pay.inner().expect("the sub-saga runs");
+    assert_eq!(inner.id(), id);
+    assert_eq!(inner.saga(), "pay-booking");
+    assert_eq!(inner.user(), Some("U"));
+    assert_eq!(inner.status(), SagaStatus::Paused);
+    assert_eq!(
+        harness.sent().pop().map(|message| summary(&message)),
+        Some(command("CreatePayment", id, json!({ "order": "order-1" })))
+    );
+
+    assert_eq!(
+        succeed(&harness, "payment-1", &["payment"]).await,
+        ReplyOutcome::Applied {
+            id,
+            status: SagaStatus::Paused
+        }
+    );
+    let paused = load(&harness, &saga, id).await;
+    assert_eq!(
+        paused.transactions(&env),
+        pairs(id, &["order", "payment", "ticket"])
+    );
+    let inner = paused
+        .step("pay")
+        .and_then(StepExecution::inner)
+        .expect("the sub-saga ran");
+    assert_eq!(inner.status(), SagaStatus::Finished);
+    assert_eq!(
+        inner.steps()[0].related_services(),
+        &["order".to_owned(), "payment".to_owned()].into()
+    );
+
+    let sent_before = harness.sent().len();
+    assert_eq!(
+        succeed(&harness, "ticket-1", &["ticket"]).await,
+        ReplyOutcome::Applied {
+            id,
+            status: SagaStatus::Finished
+        }
+    );
+    let finished = load(&harness, &saga, id).await;
+    assert_eq!(
+        finished.transactions(&env),
+        pairs(id, &["order", "payment", "ticket"])
+    );
+    assert_eq!(
+        finished.related_services(&env),
+        [
+            "order".to_owned(),
+            "payment".to_owned(),
+            "ticket".to_owned()
+        ]
+        .into()
+    );
+    assert_eq!(
+        finished.context(),
+        &Booking {
+            payment_id: Some("payment-1".to_owned()),
+            ..booked()
+        }
+    );
+    let mut expected = phase(Phase::Reserve, id, &["order", "payment", "ticket"]);
+    expected.extend(phase(Phase::Commit, id, &["order", "payment", "ticket"]));
+    assert_eq!(summaries(&harness.sent()[sent_before..]), expected);
+    for participant in &participants {
+        assert_eq!(
+            participant.log(),
+            [
+                transaction_event(Phase::Reserve, id, true),
+                transaction_event(Phase::Commit, id, true),
+            ],
+            "{}",
+            participant.service()
+        );
+    }
+}
+
+#[tokio::test]
+async fn service_names_are_title_cased_like_python() {
+    assert_eq!(title_case("order"), "Order");
+    assert_eq!(title_case("myService"), "Myservice");
+    assert_eq!(title_case("order-service"), "Order-Service");
+    assert_eq!(title_case("order2ship"), "Order2Ship");
+    assert_eq!(
+        Phase::Reserve.topic("order-service"),
+        "_ReserveOrder-ServiceTransaction"
+    );
+    assert_eq!(
+        Phase::Commit.topic("myService"),
+        "_CommitMyserviceTransaction"
+    );
+    assert_eq!(
+        Phase::Reject.topic("order2ship"),
+        "_RejectOrder2ShipTransaction"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_sub_saga_rejects_the_participants_it_reached() {
+    let harness = Harness::new().await;
+    let participants = harness.accepting(&["order", "payment", "ticket"]).await;
+    let saga = paying_saga();
+    let id = start(&harness, &saga, RunOptions::new()).await.id();
+    succeed(&harness, "order-1", &["ticket"]).await;
+    let create_payment_command = harness.sent().pop().expect("CreatePayment was published");
+    assert_eq!(create_payment_command.topic, "CreatePayment");
+    harness.clear();
+
+    let outcome = harness
+        .manager
+        .resume(reply_to(
+            &create_payment_command,
+            SagaResponseStatus::SystemError,
+            json!("card declined"),
+            &["payment"],
+        ))
+        .await
+        .expect("handled");
+
+    assert_eq!(
+        outcome,
+        ReplyOutcome::Applied {
+            id,
+            status: SagaStatus::Errored
+        }
+    );
+    let mut expected = vec![command("DeleteOrder", id, json!({ "order": "order-1" }))];
+    expected.extend(phase(Phase::Reject, id, &["order", "payment", "ticket"]));
+    assert_eq!(summaries(&harness.sent()), expected);
+    let stored = load(&harness, &saga, id).await;
+    assert_eq!(stored.status(), SagaStatus::Errored);
+    assert_eq!(
+        stored.transactions(&ExecutionEnv::new("order")),
+        pairs(id, &["order", "payment", "ticket"])
+    );
+    let pay = stored.step("pay").expect("the conditional step ran");
+    assert_eq!(pay.status(), StepStatus::ErroredByOnExecute);
+    let inner = pay.inner().expect("the sub-saga ran");
+    assert_eq!(inner.status(), SagaStatus::Errored);
+    assert_eq!(inner.steps()[0].status(), StepStatus::ErroredByOnExecute);
+    assert!(stored.step("create_ticket").is_none());
+    for participant in &participants {
+        assert_eq!(
+            participant.log(),
+            [transaction_event(Phase::Reject, id, true)],
+            "{}",
+            participant.service()
+        );
+    }
+}
