@@ -197,6 +197,19 @@ async fn bench() {
         .await
         .expect("runs");
     let start = Instant::now();
+    let mut bytes = 0;
+    for _ in 0..count_store {
+        bytes += execution.to_record().expect("encodes").to_json().len();
+    }
+    let raw_encode = figure(
+        "raw: encode an execution record to JSON, 1 task",
+        count_store,
+        start.elapsed(),
+        1,
+        "record",
+    );
+    println!("record size: {} bytes", bytes as u64 / count_store);
+    let start = Instant::now();
     for _ in 0..count_store {
         let record = execution.to_record().expect("encodes");
         let mut record = record;
@@ -315,7 +328,7 @@ async fn bench() {
         remote_figures.push(figure(label, count_b, elapsed, 3, "step"));
     }
 
-    for figure in [&engine_local, &manager_local, &raw_store]
+    for figure in [&engine_local, &manager_local, &raw_encode, &raw_store]
         .into_iter()
         .chain([&raw_round_trip])
         .chain(remote_figures.iter())

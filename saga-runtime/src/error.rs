@@ -192,6 +192,12 @@ pub enum ExecutionError {
         /// What went wrong.
         message: String,
     },
+    /// The execution was compensated by hand.
+    #[error("saga execution {id} was rolled back")]
+    RolledBack {
+        /// The execution.
+        id: Uuid,
+    },
     /// The execution (or the step) was already rolled back.
     #[error("saga execution {id}: `{what}` was already rolled back")]
     AlreadyRolledBack {

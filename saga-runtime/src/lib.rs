@@ -58,6 +58,7 @@ pub mod message;
 pub mod participant;
 pub mod repository;
 pub mod request_scope;
+mod shard;
 
 pub use broker::{Broker, InProcessBroker};
 pub use committer::TransactionCommitter;

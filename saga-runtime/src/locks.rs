@@ -1,12 +1,13 @@
 //! Per-execution locks: one caller at a time advances an execution in this process.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
-type Table = Arc<Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>>;
+use crate::shard::ShardedMap;
+
+type Table = Arc<ShardedMap<Arc<tokio::sync::Mutex<()>>>>;
 
 /// A table of async mutexes keyed by execution id; entries live only while someone holds or waits
 /// for them.
@@ -18,13 +19,7 @@ pub(crate) struct ExecutionLocks {
 impl ExecutionLocks {
     /// Waits until no one else advances execution `id`.
     pub(crate) async fn lock(&self, id: Uuid) -> ExecutionGuard {
-        let mutex = Arc::clone(
-            self.table
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(id)
-                .or_default(),
-        );
+        let mutex = Arc::clone(self.table.shard(&id).entry(id).or_default());
         let guard = Arc::clone(&mutex).lock_owned().await;
         ExecutionGuard {
             table: Arc::clone(&self.table),
@@ -46,10 +41,10 @@ pub(crate) struct ExecutionGuard {
 impl Drop for ExecutionGuard {
     fn drop(&mut self) {
         self.guard.take();
-        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut shard = self.table.shard(&self.id);
         // Two references left (the table's and ours): nobody else holds or waits for it.
         if Arc::strong_count(&self.mutex) == 2 {
-            table.remove(&self.id);
+            shard.remove(&self.id);
         }
     }
 }

@@ -866,9 +866,9 @@ async fn rolling_back_a_created_execution_compensates_nothing() {
 }
 
 #[tokio::test]
-async fn a_manual_rollback_of_a_finished_saga_compensates_and_rejects() {
-    // Section 4: compensate the executed steps in reverse order; with autoreject (autocommit), the
-    // transactions are then rejected. Nothing may be reserved or committed again.
+async fn a_manual_rollback_of_a_finished_saga_compensates_without_rejecting() {
+    // Section 4: compensate the executed steps in reverse order. The finished saga's transaction
+    // was committed, which is final: nothing is reserved, committed or rejected again.
     let harness = Harness::new().await;
     let _participants = harness.accepting(&[SERVICE]).await;
     let definition = three_steps("manual-rollback");
@@ -887,8 +887,12 @@ async fn a_manual_rollback_of_a_finished_saga_compensates_and_rejects() {
     harness.clear();
 
     let status = harness.manager.rollback(id).await.expect("rolls back");
-    // Checked first: a compensated saga must not be reserved and committed again.
-    assert_eq!(harness.sent_topics(), ["_RejectOrderTransaction"]);
+    // Checked first: a compensated saga must not be reserved, committed or rejected again.
+    assert!(
+        harness.sent_topics().is_empty(),
+        "{:?}",
+        harness.sent_topics()
+    );
     assert_eq!(status, SagaStatus::Errored);
     let stored = harness
         .manager

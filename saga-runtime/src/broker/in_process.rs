@@ -1,18 +1,21 @@
 //! The in-process broker: topics are in-memory queues inside one process.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use super::{Broker, Delivery, DeliverySource, Subscription};
+use super::{Acknowledge, Broker, Delivery, DeliverySource, Subscription};
 use crate::error::BrokerError;
 use crate::message::BrokerMessage;
 
 /// A broker inside one process: each topic delivers every message to one of its subscribers (round
 /// robin); messages published while a topic has no subscriber wait in a backlog for the first one,
-/// as they would in a durable queue. Cloning shares the broker.
+/// as they would in a durable queue, and messages a subscriber received but had not read when it
+/// went away go back to the topic. A delivery that is nacked comes back after
+/// [`REDELIVERY_DELAY`]. Cloning shares the broker.
 ///
 /// [`with_history`](Self::with_history) keeps a copy of every published message, in order, for tests
 /// and examples that show the traffic.
@@ -21,9 +24,12 @@ pub struct InProcessBroker {
     inner: Arc<Inner>,
 }
 
+/// How long a nacked delivery waits before it is delivered again.
+pub const REDELIVERY_DELAY: Duration = Duration::from_millis(100);
+
 #[derive(Default)]
 struct Inner {
-    topics: Mutex<HashMap<String, Topic>>,
+    topics: RwLock<HashMap<String, Arc<Mutex<Topic>>>>,
     history: Option<Mutex<Vec<BrokerMessage>>>,
 }
 
@@ -32,6 +38,29 @@ struct Topic {
     subscribers: Vec<mpsc::UnboundedSender<BrokerMessage>>,
     next: usize,
     backlog: VecDeque<BrokerMessage>,
+    /// Set when the topic left the map; whoever still holds it looks it up again.
+    removed: bool,
+}
+
+impl Topic {
+    /// Hands `message` to a live subscriber, or keeps it in the backlog.
+    fn deliver(&mut self, mut message: BrokerMessage) {
+        while !self.subscribers.is_empty() {
+            let index = self.next % self.subscribers.len();
+            match self.subscribers[index].send(message) {
+                Ok(()) => {
+                    self.next = index + 1;
+                    return;
+                }
+                Err(mpsc::error::SendError(returned)) => {
+                    // That subscriber is gone: forget it and try the next one.
+                    self.subscribers.swap_remove(index);
+                    message = returned;
+                }
+            }
+        }
+        self.backlog.push_back(message);
+    }
 }
 
 impl InProcessBroker {
@@ -44,7 +73,7 @@ impl InProcessBroker {
     pub fn with_history() -> Self {
         Self {
             inner: Arc::new(Inner {
-                topics: Mutex::default(),
+                topics: RwLock::default(),
                 history: Some(Mutex::default()),
             }),
         }
@@ -68,9 +97,70 @@ impl InProcessBroker {
 
     /// The number of messages waiting on `topic` for a subscriber.
     pub fn backlog(&self, topic: &str) -> usize {
-        lock(&self.inner.topics)
-            .get(topic)
-            .map_or(0, |topic| topic.backlog.len())
+        self.inner
+            .existing(topic)
+            .map_or(0, |topic| lock(&topic).backlog.len())
+    }
+
+    /// The number of topics with subscribers or a backlog.
+    pub fn topic_count(&self) -> usize {
+        self.inner
+            .topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+impl Inner {
+    fn existing(&self, name: &str) -> Option<Arc<Mutex<Topic>>> {
+        self.topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// Topic `name`, created if needed.
+    fn handle(&self, name: &str) -> Arc<Mutex<Topic>> {
+        match self.existing(name) {
+            Some(topic) => topic,
+            None => Arc::clone(
+                self.topics
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .entry(name.to_owned())
+                    .or_default(),
+            ),
+        }
+    }
+
+    /// Runs `action` on topic `name`, creating it if needed.
+    fn with_topic<T>(&self, name: &str, mut action: impl FnMut(&mut Topic) -> T) -> T {
+        loop {
+            let topic = self.handle(name);
+            let mut topic = lock(&topic);
+            if !topic.removed {
+                return action(&mut topic);
+            }
+        }
+    }
+
+    /// Forgets topic `name` if nobody listens to it and nothing waits in it.
+    fn prune(&self, name: &str) {
+        let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(topic) = topics.get(name) else {
+            return;
+        };
+        let mut guard = lock(topic);
+        guard
+            .subscribers
+            .retain(|subscriber| !subscriber.is_closed());
+        if guard.subscribers.is_empty() && guard.backlog.is_empty() {
+            guard.removed = true;
+            drop(guard);
+            topics.remove(name);
+        }
     }
 }
 
@@ -81,7 +171,7 @@ impl std::fmt::Debug for InProcessBroker {
 }
 
 /// Locks a mutex; a panic elsewhere while holding it does not make the broker unusable, since every
-/// critical section leaves the maps consistent.
+/// critical section leaves the queues consistent.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -92,45 +182,97 @@ impl Broker for InProcessBroker {
         if let Some(history) = &self.inner.history {
             lock(history).push(message.clone());
         }
-        let mut topics = lock(&self.inner.topics);
-        let topic = topics.entry(message.topic.clone()).or_default();
-        let mut message = message;
-        while !topic.subscribers.is_empty() {
-            let index = topic.next % topic.subscribers.len();
-            match topic.subscribers[index].send(message) {
-                Ok(()) => {
-                    topic.next = index + 1;
-                    return Ok(());
-                }
-                Err(mpsc::error::SendError(returned)) => {
-                    // That subscriber is gone: forget it and try the next one.
-                    topic.subscribers.swap_remove(index);
-                    message = returned;
-                }
+        loop {
+            let topic = self.inner.handle(&message.topic);
+            let mut topic = lock(&topic);
+            if !topic.removed {
+                topic.deliver(message);
+                return Ok(());
             }
         }
-        topic.backlog.push_back(message);
-        Ok(())
     }
 
-    async fn subscribe(&self, topic: &str) -> Result<Subscription, BrokerError> {
+    async fn subscribe(&self, name: &str) -> Result<Subscription, BrokerError> {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let mut topics = lock(&self.inner.topics);
-        let topic = topics.entry(topic.to_owned()).or_default();
-        for message in topic.backlog.drain(..) {
-            // The receiver is alive: it is in hand.
-            let _ = sender.send(message);
-        }
-        topic.subscribers.push(sender);
-        Ok(Subscription::new(Receiver(receiver)))
+        self.inner.with_topic(name, |topic| {
+            for message in topic.backlog.drain(..) {
+                // The receiver is alive: it is in hand.
+                let _ = sender.send(message);
+            }
+            topic.subscribers.push(sender.clone());
+        });
+        Ok(Subscription::new(Receiver {
+            receiver,
+            broker: Arc::downgrade(&self.inner),
+            topic: name.to_owned(),
+        }))
     }
 }
 
-struct Receiver(mpsc::UnboundedReceiver<BrokerMessage>);
+struct Receiver {
+    receiver: mpsc::UnboundedReceiver<BrokerMessage>,
+    broker: Weak<Inner>,
+    topic: String,
+}
 
 #[async_trait]
 impl DeliverySource for Receiver {
     async fn next(&mut self) -> Option<Delivery> {
-        self.0.recv().await.map(Delivery::unacknowledged)
+        let message = self.receiver.recv().await?;
+        let redeliver = Redeliver {
+            broker: Weak::clone(&self.broker),
+        };
+        Some(Delivery::with_acknowledge(message, Box::new(redeliver)))
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let Some(broker) = self.broker.upgrade() else {
+            return;
+        };
+        // Messages handed to this subscriber but never read go back to the topic.
+        self.receiver.close();
+        let mut unread = Vec::new();
+        while let Ok(message) = self.receiver.try_recv() {
+            unread.push(message);
+        }
+        if !unread.is_empty() {
+            broker.with_topic(&self.topic, |topic| {
+                topic
+                    .subscribers
+                    .retain(|subscriber| !subscriber.is_closed());
+                for message in unread.drain(..) {
+                    topic.deliver(message);
+                }
+            });
+        }
+        broker.prune(&self.topic);
+    }
+}
+
+/// Acknowledges in-process deliveries: an ack needs nothing, a nack publishes the message again
+/// after [`REDELIVERY_DELAY`].
+struct Redeliver {
+    broker: Weak<Inner>,
+}
+
+#[async_trait]
+impl Acknowledge for Redeliver {
+    async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    async fn nack(self: Box<Self>, message: BrokerMessage) -> Result<(), BrokerError> {
+        let Some(inner) = self.broker.upgrade() else {
+            return Err(BrokerError::Closed);
+        };
+        let broker = InProcessBroker { inner };
+        tokio::spawn(async move {
+            tokio::time::sleep(REDELIVERY_DELAY).await;
+            // Publishing in process cannot fail.
+            let _ = broker.publish(message).await;
+        });
+        Ok(())
     }
 }

@@ -7,7 +7,7 @@ mod in_process;
 
 use async_trait::async_trait;
 
-pub use in_process::InProcessBroker;
+pub use in_process::{InProcessBroker, REDELIVERY_DELAY};
 
 use crate::error::BrokerError;
 use crate::message::BrokerMessage;
@@ -60,8 +60,9 @@ impl std::fmt::Debug for Subscription {
 pub trait Acknowledge: Send {
     /// The message was handled; do not deliver it again.
     async fn ack(self: Box<Self>) -> Result<(), BrokerError>;
-    /// The message was not handled; deliver it again later.
-    async fn nack(self: Box<Self>) -> Result<(), BrokerError>;
+    /// The message was not handled; deliver it again later. The message is handed back for brokers
+    /// that redeliver it themselves.
+    async fn nack(self: Box<Self>, message: BrokerMessage) -> Result<(), BrokerError>;
 }
 
 /// One received message, to be acknowledged after it was handled.
@@ -108,7 +109,7 @@ impl Delivery {
     /// Asks for a redelivery.
     pub async fn nack(self) -> Result<(), BrokerError> {
         match self.acknowledge {
-            Some(acknowledge) => acknowledge.nack().await,
+            Some(acknowledge) => acknowledge.nack(self.message).await,
             None => Ok(()),
         }
     }

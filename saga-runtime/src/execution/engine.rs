@@ -39,6 +39,9 @@ pub(super) struct Failure {
     pub(super) step: String,
     pub(super) status: StepStatus,
     pub(super) message: String,
+    /// Compensations that already ran for this failure (a step undoing itself, a sub-saga
+    /// compensating its steps) and failed.
+    pub(super) compensation_failures: Vec<String>,
 }
 
 /// What every step of one `execute` call shares.
@@ -174,6 +177,7 @@ fn fail(step: &mut StepExecution, status: StepStatus, message: String) -> LevelO
         step: step.name.clone(),
         status,
         message,
+        compensation_failures: Vec::new(),
     })
 }
 
@@ -232,8 +236,7 @@ async fn receive_remote<C: Context>(
                 StepStatus::ErroredByOnExecute,
                 "no reply arrived before the timeout".to_owned(),
             );
-            self_compensate(remote, step, context, run).await;
-            return outcome;
+            return self_compensate(remote, step, context, run, outcome).await;
         }
     };
     step.related_services
@@ -280,22 +283,38 @@ async fn receive_remote<C: Context>(
         Err(message) => {
             // The participant did act: undo it before the saga compensates the earlier steps.
             let outcome = fail(step, errored, message);
-            self_compensate(remote, step, context, run).await;
-            outcome
+            self_compensate(remote, step, context, run, outcome).await
         }
     }
 }
 
-/// Runs a failed remote step's own compensation, keeping its failed status.
+/// Runs a failed remote step's own compensation. The step keeps its failed status either way (it
+/// did not complete, so the saga's rollback never picks it up again); a failing compensation is
+/// added to its error and to the failure.
 async fn self_compensate<C: Context>(
     remote: &RemoteStep<C>,
     step: &mut StepExecution,
     context: &mut C,
     run: &mut Run<'_>,
-) {
+    outcome: LevelOutcome,
+) -> LevelOutcome {
     let status = step.status;
-    if compensate_remote(remote, step, context, run).await.is_ok() {
-        step.status = status;
+    let error = step.error.take();
+    let result = compensate_remote(remote, step, context, run).await;
+    let compensation_error = step.error.take();
+    step.status = status;
+    step.error = error;
+    match (result, outcome) {
+        (Err(()), LevelOutcome::Failed(mut failure)) => {
+            step.error = Some(format!(
+                "{}; its compensation failed: {}",
+                step.error.as_deref().unwrap_or_default(),
+                compensation_error.unwrap_or_default()
+            ));
+            failure.compensation_failures.push(step.name.clone());
+            LevelOutcome::Failed(failure)
+        }
+        (_, outcome) => outcome,
     }
 }
 
@@ -364,7 +383,9 @@ async fn run_conditional<C: Context>(
             // The sub-saga compensates its own steps first; the outer saga then compensates its
             // earlier steps (this step is not among them: it did not complete).
             let failed = rollback_level(saga.steps(), &mut inner.steps, context, run).await;
-            inner.already_rollback = failed.is_empty();
+            let mut compensation_failures = failure.compensation_failures;
+            compensation_failures.extend(failed);
+            inner.already_rollback = compensation_failures.is_empty();
             inner.status = SagaStatus::Errored;
             let message = format!(
                 "sub-saga `{}` failed at step `{}` ({}): {}",
@@ -373,7 +394,15 @@ async fn run_conditional<C: Context>(
                 failure.status,
                 failure.message
             );
-            fail(step, StepStatus::ErroredByOnExecute, message)
+            let outcome = fail(step, StepStatus::ErroredByOnExecute, message);
+            let LevelOutcome::Failed(mut failure) = outcome else {
+                return outcome;
+            };
+            failure.compensation_failures = compensation_failures
+                .into_iter()
+                .map(|name| format!("{}/{name}", step.name))
+                .collect();
+            LevelOutcome::Failed(failure)
         }
     }
 }
@@ -390,11 +419,7 @@ pub(super) fn rollback_level<'a, C: Context>(
         let mut failed = Vec::new();
         for index in (0..steps.len()).rev() {
             let step = &mut steps[index];
-            let completed = matches!(
-                step.status,
-                StepStatus::Finished | StepStatus::ErroredOnFailure
-            );
-            if !completed || step.already_rollback {
+            if step.already_rollback || !has_effect(step) {
                 continue;
             }
             if compensate_step(&definitions[index], step, context, run)
@@ -406,6 +431,21 @@ pub(super) fn rollback_level<'a, C: Context>(
         }
         failed
     })
+}
+
+/// Whether a step has completed work to undo: it completed, its compensation failed before
+/// (retry), or it is a sub-saga (paused, or failed with a compensation that did not complete) whose
+/// completed steps are compensated. A remote step still waiting for its reply is not compensated:
+/// it never completed, and its participant's tentative work is settled by the transaction.
+fn has_effect(step: &StepExecution) -> bool {
+    match step.status {
+        StepStatus::Finished | StepStatus::ErroredOnFailure => true,
+        StepStatus::PausedByOnExecute | StepStatus::ErroredByOnExecute => step
+            .inner
+            .as_ref()
+            .is_some_and(|inner| !inner.already_rollback),
+        _ => false,
+    }
 }
 
 /// Compensates one step: a local step's `on_failure`, a remote step's compensating command, a
@@ -440,7 +480,7 @@ pub(super) async fn compensate_step<C: Context>(
             StepDefinition::Remote(remote) => {
                 let status = step.status;
                 compensate_remote(remote, step, context, run).await?;
-                step.status = restore(status);
+                settle(step, status);
                 Ok(())
             }
             StepDefinition::Conditional(conditional) => {
@@ -462,7 +502,11 @@ pub(super) async fn compensate_step<C: Context>(
                         }
                     }
                 }
-                step.status = restore(step.status);
+                if let Some(inner) = step.inner.as_mut() {
+                    inner.status = SagaStatus::Errored;
+                }
+                let status = step.status;
+                settle(step, status);
                 step.already_rollback = true;
                 Ok(())
             }
@@ -470,6 +514,17 @@ pub(super) async fn compensate_step<C: Context>(
     }
     .instrument(span)
     .await
+}
+
+/// The status of a step after its compensation succeeded, given its status before.
+fn settle(step: &mut StepExecution, before: StepStatus) {
+    if before == StepStatus::PausedByOnExecute {
+        // Compensated while waiting: it will never complete, and its reply changes nothing.
+        step.status = StepStatus::ErroredByOnExecute;
+        step.error = Some("rolled back while waiting for its reply".to_owned());
+    } else {
+        step.status = restore(before);
+    }
 }
 
 /// After a successful retry of a failed compensation the step is a completed, compensated step.

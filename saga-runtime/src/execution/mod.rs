@@ -593,13 +593,16 @@ impl<C: Context> SagaExecution<C> {
                 Ok(Progress::Paused)
             }
             engine::LevelOutcome::Failed(failure) => {
-                let failed = engine::rollback_level(
-                    definition.steps(),
-                    &mut self.steps,
-                    &mut self.context,
-                    &mut run,
-                )
-                .await;
+                let mut failed = failure.compensation_failures;
+                failed.extend(
+                    engine::rollback_level(
+                        definition.steps(),
+                        &mut self.steps,
+                        &mut self.context,
+                        &mut run,
+                    )
+                    .await,
+                );
                 self.already_rollback = failed.is_empty();
                 self.status = SagaStatus::Errored;
                 let mut message = failure.message;

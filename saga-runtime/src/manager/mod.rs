@@ -12,7 +12,7 @@ mod options;
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -36,6 +36,7 @@ use crate::locks::ExecutionLocks;
 use crate::message::{BrokerMessage, SagaResponse, header};
 use crate::repository::{InMemoryRepository, SagaExecutionRepository};
 use crate::request_scope::RequestHeaders;
+use crate::shard::ShardedMap;
 
 /// What went wrong in a manager call.
 #[derive(Debug, thiserror::Error)]
@@ -71,8 +72,8 @@ pub enum SagaError {
         /// The other definition's fingerprint.
         offered: Fingerprint,
     },
-    /// The execution stopped advancing while its run waited in memory; it stays stored as it was
-    /// before the failed attempt.
+    /// The execution stopped advancing while its run waited in memory (storage or transport
+    /// failure); the stored execution may lag behind what was attempted.
     #[error("saga execution {id} stopped advancing: {reason}")]
     Interrupted {
         /// The execution.
@@ -204,7 +205,7 @@ impl SagaManagerBuilder {
             committer,
             sagas: RwLock::default(),
             locks: ExecutionLocks::default(),
-            parked: Mutex::default(),
+            parked: ShardedMap::default(),
             counters: Counters::default(),
         });
         let listener = tokio::spawn(listen(Arc::downgrade(&inner), subscription));
@@ -348,8 +349,11 @@ impl SagaManager {
         self.resume(reply).await
     }
 
-    /// Compensates a stored execution by hand: its executed steps in reverse order, then (with its
-    /// autocommit setting) rejects its transactions. A second rollback is an error and sends nothing.
+    /// Compensates a stored execution by hand: its executed steps in reverse order (and a remote
+    /// step still waiting for its reply: its command was sent), then, with its autocommit setting,
+    /// rejects its transactions, unless it had finished: a committed transaction is final, so a
+    /// finished saga is only compensated. A second rollback is an error and sends nothing. A run
+    /// waiting in memory for the execution returns [`ExecutionError::RolledBack`].
     pub async fn rollback(&self, id: Uuid) -> Result<SagaStatus, SagaError> {
         match self.inner.advance_stored(id, Input::Rollback).await? {
             ReplyOutcome::Applied { status, .. } => Ok(status),
@@ -426,7 +430,7 @@ struct Inner {
     committer: TransactionCommitter,
     sagas: RwLock<HashMap<String, Arc<dyn ErasedSaga>>>,
     locks: ExecutionLocks,
-    parked: Mutex<HashMap<Uuid, Parked>>,
+    parked: ShardedMap<Parked>,
     counters: Counters,
 }
 
@@ -463,17 +467,14 @@ impl Inner {
         waiter: oneshot::Sender<Result<Completion, SagaError>>,
     ) {
         let saga = execution.definition().name().to_owned();
-        self.parked
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(
-                id,
-                Parked {
-                    saga,
-                    execution,
-                    waiter,
-                },
-            );
+        self.parked.shard(&id).insert(
+            id,
+            Parked {
+                saga,
+                execution,
+                waiter,
+            },
+        );
     }
 
     /// Loads execution `id`, advances it with `input` and stores it, under its lock.
@@ -483,11 +484,7 @@ impl Inner {
         input: Input,
     ) -> Result<ReplyOutcome, SagaError> {
         let _guard = self.locks.lock(id).await;
-        let parked = self
-            .parked
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
+        let parked = self.parked.shard(&id).remove(&id);
         let Some(parked) = parked else {
             let record = match self.repository.load(id).await {
                 Ok(record) => record,
@@ -546,10 +543,7 @@ impl Inner {
                         execution,
                         waiter,
                     };
-                    self.parked
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .insert(id, parked);
+                    self.parked.shard(&id).insert(id, parked);
                 }
                 Ok(outcome)
             }
@@ -586,14 +580,20 @@ impl Inner {
     ) -> Result<Driven, SagaError> {
         let env = &self.env;
         let mut outbox = Outbox::new();
+        // A committed transaction is final: compensating a finished saga by hand undoes its steps
+        // but rejects nothing.
         let autocommit = execution.settings.autocommit;
+        let reject_on_failure = autocommit && execution.status() != SagaStatus::Finished;
         let mut driven = Driven::default();
         let result = match input {
             Input::Start => execution.execute(None, env, &mut outbox).await,
             Input::Reply(reply) => execution.execute(Some(reply), env, &mut outbox).await,
             Input::Expire(request) => execution.expire(request, env, &mut outbox).await,
             Input::Rollback => match execution.rollback(env, &mut outbox).await {
-                Ok(()) => Ok(Progress::Finished),
+                Ok(()) => {
+                    driven.failure = Some(ExecutionError::RolledBack { id: execution.id() });
+                    Ok(Progress::Finished)
+                }
                 Err(error @ ExecutionError::RollbackFailed { .. }) => Err(error),
                 Err(error) => return Err(error.into()),
             },
@@ -603,10 +603,11 @@ impl Inner {
                 let timeout = execution.settings.timeout_ms;
                 execution.deadline_ms = timeout.map(|timeout| now_ms().saturating_add(timeout));
                 self.store(execution).await?;
-                self.publish(&mut outbox).await?;
+                // Armed before publishing: if the publish fails, the timeout still ends the wait.
                 if let (Some(timeout), Some(request)) = (timeout, execution.waiting_request()) {
                     self.schedule_expiry(execution.id(), request, Duration::from_millis(timeout));
                 }
+                self.publish(&mut outbox).await?;
             }
             Ok(Progress::Finished) if execution.status() == SagaStatus::Finished && autocommit => {
                 let transactions = execution.transactions(env);
@@ -632,7 +633,7 @@ impl Inner {
                 let rolled_back = execution.status() == SagaStatus::Errored;
                 self.store(execution).await?;
                 self.publish(&mut outbox).await?;
-                if rolled_back && autocommit {
+                if rolled_back && reject_on_failure {
                     self.reject(execution).await?;
                 }
             }
@@ -641,7 +642,7 @@ impl Inner {
             ) => {
                 self.store(execution).await?;
                 self.publish(&mut outbox).await?;
-                if autocommit {
+                if reject_on_failure {
                     self.reject(execution).await?;
                 }
                 driven.failure = Some(error);
@@ -786,7 +787,15 @@ async fn listen(inner: Weak<Inner>, mut subscription: Subscription) {
                     }
                     Err(error) => {
                         counters.failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(%error, "handling a reply failed");
+                        if is_transient(&error) {
+                            // Storage or transport trouble: have the reply delivered again.
+                            tracing::warn!(%error, "handling a reply failed; asking for redelivery");
+                            if let Err(error) = delivery.nack().await {
+                                tracing::warn!(%error, "asking for a redelivery failed");
+                            }
+                            return;
+                        }
+                        tracing::error!(%error, "handling a reply failed for good");
                     }
                 },
             }
@@ -795,6 +804,15 @@ async fn listen(inner: Weak<Inner>, mut subscription: Subscription) {
             }
         });
     }
+}
+
+/// Whether a failure may pass if the same reply is handled again later.
+fn is_transient(error: &SagaError) -> bool {
+    matches!(
+        error,
+        SagaError::Repository(RepositoryError::Storage(_) | RepositoryError::Conflict { .. })
+            | SagaError::Broker(_)
+    )
 }
 
 fn duration_ms(duration: Duration) -> u64 {

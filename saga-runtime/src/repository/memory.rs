@@ -1,26 +1,24 @@
 //! The in-memory repository.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-
 use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::SagaExecutionRepository;
 use crate::error::RepositoryError;
 use crate::execution::ExecutionRecord;
+use crate::shard::ShardedMap;
 
 /// Keeps executions in memory, serialized as JSON (so that it pays, and tests exercise, the same
 /// encoding as a durable repository). Lost when the process ends.
 #[derive(Debug, Default)]
 pub struct InMemoryRepository {
-    rows: Mutex<HashMap<Uuid, Row>>,
+    rows: ShardedMap<Row>,
 }
 
 #[derive(Debug)]
 struct Row {
     version: u64,
-    json: Arc<str>,
+    json: String,
 }
 
 impl InMemoryRepository {
@@ -31,34 +29,30 @@ impl InMemoryRepository {
 
     /// The number of stored executions.
     pub fn len(&self) -> usize {
-        self.rows().len()
+        self.rows.len()
     }
 
     /// Whether nothing is stored.
     pub fn is_empty(&self) -> bool {
-        self.rows().is_empty()
+        self.len() == 0
     }
 
     /// The raw stored JSON of execution `id`.
     pub fn raw(&self, id: Uuid) -> Option<String> {
-        self.rows().get(&id).map(|row| row.json.to_string())
+        self.rows.shard(&id).get(&id).map(|row| row.json.clone())
     }
 
     /// Replaces the raw stored JSON of execution `id` (to simulate corruption in tests).
     pub fn put_raw(&self, id: Uuid, json: impl Into<String>) {
-        let mut rows = self.rows();
+        let mut rows = self.rows.shard(&id);
         let version = rows.get(&id).map_or(1, |row| row.version);
         rows.insert(
             id,
             Row {
                 version,
-                json: Arc::from(json.into()),
+                json: json.into(),
             },
         );
-    }
-
-    fn rows(&self) -> MutexGuard<'_, HashMap<Uuid, Row>> {
-        self.rows.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -67,7 +61,7 @@ impl SagaExecutionRepository for InMemoryRepository {
     async fn store(&self, record: &ExecutionRecord) -> Result<u64, RepositoryError> {
         // Encode outside the lock.
         let json = record.to_json();
-        let mut rows = self.rows();
+        let mut rows = self.rows.shard(&record.id);
         let found = rows.get(&record.id).map_or(0, |row| row.version);
         if found != record.version {
             return Err(RepositoryError::Conflict {
@@ -77,21 +71,15 @@ impl SagaExecutionRepository for InMemoryRepository {
             });
         }
         let version = found + 1;
-        rows.insert(
-            record.id,
-            Row {
-                version,
-                json: Arc::from(json),
-            },
-        );
+        rows.insert(record.id, Row { version, json });
         Ok(version)
     }
 
     async fn load(&self, id: Uuid) -> Result<ExecutionRecord, RepositoryError> {
         let (version, json) = {
-            let rows = self.rows();
+            let rows = self.rows.shard(&id);
             let row = rows.get(&id).ok_or(RepositoryError::NotFound { id })?;
-            (row.version, Arc::clone(&row.json))
+            (row.version, row.json.clone())
         };
         let mut record: ExecutionRecord =
             serde_json::from_str(&json).map_err(|error| RepositoryError::Corrupt {
@@ -109,7 +97,7 @@ impl SagaExecutionRepository for InMemoryRepository {
     }
 
     async fn delete(&self, id: Uuid) -> Result<(), RepositoryError> {
-        self.rows().remove(&id);
+        self.rows.shard(&id).remove(&id);
         Ok(())
     }
 }
