@@ -157,19 +157,57 @@ fn main() {
     .enable_all()
     .build()
     .expect("runtime");
-    runtime.block_on(bench());
+    runtime.block_on(bench(current));
 }
 
-async fn bench() {
-    let quick = std::env::var_os("SAGA_BENCH_QUICK").is_some();
-    let scale = if quick { 10 } else { 1 };
-    let env = ExecutionEnv::new("order");
-    println!("saga-runtime engine bench ({} cores)", num_cpus());
-    println!();
+/// Iteration counts divided by this (SAGA_BENCH_QUICK=1: a quick run).
+fn scale() -> u64 {
+    if std::env::var_os("SAGA_BENCH_QUICK").is_some() {
+        10
+    } else {
+        1
+    }
+}
 
-    // (a) bare engine: three local steps, no storage.
+/// Whether section `name` runs (SAGA_BENCH_ONLY=a|b|raw runs one section).
+fn enabled(name: &str) -> bool {
+    std::env::var("SAGA_BENCH_ONLY").map_or(true, |only| only == name)
+}
+
+async fn bench(current: bool) {
+    println!(
+        "saga-runtime engine bench: {} cores, {} runtime",
+        num_cpus(),
+        if current {
+            "current-thread"
+        } else {
+            "multi-thread"
+        }
+    );
+    let mut figures = Vec::new();
+    if enabled("a") {
+        figures.push(engine_local().await);
+        figures.push(manager_local().await);
+    }
+    if enabled("raw") || enabled("a") {
+        figures.push(raw_encode().await);
+        figures.push(raw_store().await);
+        figures.push(raw_round_trip().await);
+    }
+    if enabled("b") {
+        figures.extend(remote().await);
+    }
+    println!();
+    for figure in &figures {
+        report(figure);
+    }
+}
+
+/// (a) the bare engine: three local steps, no storage, no messages.
+async fn engine_local() -> Figure {
+    let env = ExecutionEnv::new("order");
     let local = local_saga();
-    let count = 1_000_000 / scale;
+    let count = 1_000_000 / scale();
     for _ in 0..count / 10 {
         let mut execution = SagaExecution::new(Arc::clone(&local), order(1));
         let _ = execution.execute(None, &env, &mut Outbox::new()).await;
@@ -180,58 +218,25 @@ async fn bench() {
         let progress = execution.execute(None, &env, &mut Outbox::new()).await;
         assert!(progress.is_ok());
     }
-    let engine_local = figure(
+    figure(
         "(a) 3 local steps, engine only, 1 task",
         count,
         start.elapsed(),
         3,
         "step",
-    );
+    )
+}
 
-    // Raw cost of the in-memory store under the manager path.
-    let repository = InMemoryRepository::new();
-    let count_store = 300_000 / scale;
-    let mut execution = SagaExecution::new(Arc::clone(&local), order(1));
-    execution
-        .execute(None, &env, &mut Outbox::new())
-        .await
-        .expect("runs");
-    let start = Instant::now();
-    let mut bytes = 0;
-    for _ in 0..count_store {
-        bytes += execution.to_record().expect("encodes").to_json().len();
-    }
-    let raw_encode = figure(
-        "raw: encode an execution record to JSON, 1 task",
-        count_store,
-        start.elapsed(),
-        1,
-        "record",
-    );
-    println!("record size: {} bytes", bytes as u64 / count_store);
-    let start = Instant::now();
-    for _ in 0..count_store {
-        let record = execution.to_record().expect("encodes");
-        let mut record = record;
-        record.id = uuid::Uuid::new_v4();
-        repository.store(&record).await.expect("stores");
-    }
-    let raw_store = figure(
-        "raw: in-memory repository store (encode + insert), 1 task",
-        count_store,
-        start.elapsed(),
-        1,
-        "store",
-    );
-
-    // (a) through the manager: stored once at the end.
+/// (a) through the manager: the execution is stored once, at its end.
+async fn manager_local() -> Figure {
     let manager = SagaManager::builder("order")
         .build()
         .await
         .expect("manager");
-    let count_a = 300_000 / scale;
+    let local = local_saga();
+    let count = 300_000 / scale();
     let start = Instant::now();
-    for i in 0..count_a {
+    for i in 0..count {
         manager
             .run(
                 Arc::clone(&local),
@@ -241,17 +246,67 @@ async fn bench() {
             .await
             .expect("runs");
     }
-    let manager_local = figure(
+    figure(
         "(a) 3 local steps, manager + in-memory store, 1 task",
-        count_a,
+        count,
         start.elapsed(),
         3,
         "step",
-    );
+    )
+}
 
-    // Raw cost of an in-process round trip (publish, receive, publish the reply, receive it).
+async fn finished_execution() -> SagaExecution<Order> {
+    let mut execution = SagaExecution::new(local_saga(), order(1));
+    execution
+        .execute(None, &ExecutionEnv::new("order"), &mut Outbox::new())
+        .await
+        .expect("runs");
+    execution
+}
+
+/// Raw: encoding one execution record to JSON.
+async fn raw_encode() -> Figure {
+    let execution = finished_execution().await;
+    let count = 300_000 / scale();
+    let start = Instant::now();
+    let mut bytes = 0;
+    for _ in 0..count {
+        bytes += execution.to_record().expect("encodes").to_json().len();
+    }
+    let elapsed = start.elapsed();
+    println!("execution record: {} bytes of JSON", bytes as u64 / count);
+    figure(
+        "raw: encode an execution record to JSON, 1 task",
+        count,
+        elapsed,
+        1,
+        "record",
+    )
+}
+
+/// Raw: one in-memory repository store (encode + insert).
+async fn raw_store() -> Figure {
+    let execution = finished_execution().await;
+    let repository = InMemoryRepository::new();
+    let count = 300_000 / scale();
+    let start = Instant::now();
+    for _ in 0..count {
+        let mut record = execution.to_record().expect("encodes");
+        record.id = uuid::Uuid::new_v4();
+        repository.store(&record).await.expect("stores");
+    }
+    figure(
+        "raw: in-memory repository store (encode + insert), 1 task",
+        count,
+        start.elapsed(),
+        1,
+        "store",
+    )
+}
+
+/// Raw: an in-process round trip (publish, receive, publish the reply, receive it).
+async fn raw_round_trip() -> Figure {
     let broker = InProcessBroker::new();
-    let shared: Arc<dyn Broker> = Arc::new(broker.clone());
     let mut requests = broker.subscribe("Ping").await.expect("subscribes");
     let mut replies = broker.subscribe("PingReply").await.expect("subscribes");
     let echo = tokio::spawn({
@@ -266,49 +321,55 @@ async fn bench() {
             }
         }
     });
-    let count_rt = 200_000 / scale;
+    let count = 200_000 / scale();
     let start = Instant::now();
-    for _ in 0..count_rt {
+    for _ in 0..count {
         let message = BrokerMessage::new("Ping", json!(1)).with_reply_to("PingReply");
         broker.publish(message).await.expect("publishes");
         replies.next().await.expect("a reply");
     }
-    let raw_round_trip = figure(
+    let elapsed = start.elapsed();
+    echo.abort();
+    figure(
         "raw: in-process broker round trip, 1 task",
-        count_rt,
-        start.elapsed(),
+        count,
+        elapsed,
         1,
         "round trip",
-    );
-    echo.abort();
+    )
+}
 
-    // (b) local -> remote -> local, participant replying at once, waiting through the repository.
-    let _payment = InProcessParticipant::builder("payment", Arc::clone(&shared))
+/// (b) local -> remote -> local, the participant replying at once, the run waiting through the
+/// repository: stored at the pause and at the end.
+async fn remote() -> Vec<Figure> {
+    let broker: Arc<dyn Broker> = Arc::new(InProcessBroker::new());
+    let _payment = InProcessParticipant::builder("payment", Arc::clone(&broker))
         .command("Charge", |_: &BrokerMessage| {
             (SagaResponseStatus::Success, json!("pay-1"))
         })
         .spawn()
         .await
         .expect("participant");
-    let _order = InProcessParticipant::builder("order", Arc::clone(&shared))
+    let _order = InProcessParticipant::builder("order", Arc::clone(&broker))
         .spawn()
         .await
         .expect("participant");
     let manager = SagaManager::builder("order")
-        .shared_broker(shared)
+        .shared_broker(broker)
         .build()
         .await
         .expect("manager");
     let remote = remote_saga();
-    let mut remote_figures = Vec::new();
+    let mut figures = Vec::new();
     for (label, autocommit, concurrency) in [
         ("(b) local->remote->local, no 2PC, 1 in flight", false, 1),
         ("(b) local->remote->local, no 2PC, 64 in flight", false, 64),
+        ("(b) local->remote->local, with 2PC, 1 in flight", true, 1),
         ("(b) local->remote->local, with 2PC, 64 in flight", true, 64),
     ] {
-        let count_b = if concurrency == 1 { 50_000 } else { 300_000 } / scale;
+        let count = if concurrency == 1 { 50_000 } else { 300_000 } / scale();
         let (manager, remote) = (manager.clone(), Arc::clone(&remote));
-        let elapsed = concurrently(count_b, concurrency, move |i| {
+        let elapsed = concurrently(count, concurrency, move |i| {
             let (manager, remote) = (manager.clone(), Arc::clone(&remote));
             async move {
                 let outcome = manager
@@ -325,23 +386,9 @@ async fn bench() {
             }
         })
         .await;
-        remote_figures.push(figure(label, count_b, elapsed, 3, "step"));
+        figures.push(figure(label, count, elapsed, 3, "step"));
     }
-
-    for figure in [&engine_local, &manager_local, &raw_encode, &raw_store]
-        .into_iter()
-        .chain([&raw_round_trip])
-        .chain(remote_figures.iter())
-    {
-        report(figure);
-    }
-    println!();
-    println!(
-        "(a) manager path: {:.2} stores per execution at {:.0} ns raw each = {:.0}% of its time in storage",
-        1.0,
-        raw_store.ns_per_unit,
-        100.0 * raw_store.ns_per_unit / (manager_local.ns_per_unit * 3.0)
-    );
+    figures
 }
 
 fn num_cpus() -> usize {

@@ -382,7 +382,8 @@ async fn run_conditional<C: Context>(
         LevelOutcome::Failed(failure) => {
             // The sub-saga compensates its own steps first; the outer saga then compensates its
             // earlier steps (this step is not among them: it did not complete).
-            let failed = rollback_level(saga.steps(), &mut inner.steps, context, run).await;
+            let failed =
+                rollback_level(saga.steps(), before_failed(&mut inner.steps), context, run).await;
             let mut compensation_failures = failure.compensation_failures;
             compensation_failures.extend(failed);
             inner.already_rollback = compensation_failures.is_empty();
@@ -433,13 +434,24 @@ pub(super) fn rollback_level<'a, C: Context>(
     })
 }
 
-/// Whether a step has completed work to undo: it completed, its compensation failed before
-/// (retry), or it is a sub-saga (paused, or failed with a compensation that did not complete) whose
-/// completed steps are compensated. A remote step still waiting for its reply is not compensated:
-/// it never completed, and its participant's tentative work is settled by the transaction.
+/// The steps before the one that just failed: the failed step compensated itself already, as far
+/// as it had to, so the rollback that follows its failure leaves it alone.
+pub(super) fn before_failed(steps: &mut [StepExecution]) -> &mut [StepExecution] {
+    let failed = steps.len().saturating_sub(1);
+    &mut steps[..failed]
+}
+
+/// Whether a step has work to undo: it completed, its compensation failed before (retry), it failed
+/// after its participant acted and undoing that failed (retry), or it is a sub-saga (paused, or
+/// failed with a compensation that did not complete) whose completed steps are compensated. A
+/// remote step still waiting for its reply is not compensated: it never completed, and its
+/// participant's tentative work is settled by the transaction.
 fn has_effect(step: &StepExecution) -> bool {
     match step.status {
-        StepStatus::Finished | StepStatus::ErroredOnFailure => true,
+        StepStatus::Finished
+        | StepStatus::ErroredOnFailure
+        | StepStatus::ErroredOnSuccess
+        | StepStatus::ErroredOnError => true,
         StepStatus::PausedByOnExecute | StepStatus::ErroredByOnExecute => step
             .inner
             .as_ref()
@@ -469,7 +481,7 @@ pub(super) async fn compensate_step<C: Context>(
                 if let Some(handler) = &local.on_failure {
                     step.status = StepStatus::RunningOnFailure;
                     if let Err(message) = guarded(handler.call.call(context)).await {
-                        compensation_failed(step, message);
+                        compensation_failed(step, status, message);
                         return Err(());
                     }
                 }
@@ -495,7 +507,7 @@ pub(super) async fn compensate_step<C: Context>(
                                     saga.name(),
                                     failed.join(", ")
                                 );
-                                compensation_failed(step, message);
+                                compensation_failed(step, step.status, message);
                                 return Err(());
                             }
                             inner.already_rollback = true;
@@ -536,9 +548,14 @@ fn restore(status: StepStatus) -> StepStatus {
     }
 }
 
-fn compensation_failed(step: &mut StepExecution, message: String) {
+/// Records a failed compensation. A completed step becomes `errored-on-failure`; a step that had
+/// failed already keeps its status (a retry must not turn it into a completed step).
+fn compensation_failed(step: &mut StepExecution, before: StepStatus, message: String) {
     tracing::warn!(saga.step = %step.name, %message, "saga compensation failed");
-    step.status = StepStatus::ErroredOnFailure;
+    step.status = match before {
+        StepStatus::Finished | StepStatus::ErroredOnFailure => StepStatus::ErroredOnFailure,
+        other => other,
+    };
     step.error = Some(message);
 }
 
@@ -550,13 +567,14 @@ async fn compensate_remote<C: Context>(
     run: &mut Run<'_>,
 ) -> Result<(), ()> {
     if let Some(handler) = &remote.on_failure {
+        let before = step.status;
         step.status = StepStatus::RunningOnFailure;
         match guarded(handler.call.call(context)).await {
             Ok(request) => {
                 run.send(request);
             }
             Err(message) => {
-                compensation_failed(step, message);
+                compensation_failed(step, before, message);
                 return Err(());
             }
         }

@@ -130,6 +130,21 @@ impl std::fmt::Display for ReplyRejection {
     }
 }
 
+/// Where the execution's transaction stands in the two-phase commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransactionState {
+    /// Nothing decided yet.
+    #[default]
+    Open,
+    /// The steps finished and the commit started: reservations may have been sent.
+    Committing,
+    /// Every participant was told to commit.
+    Committed,
+    /// The participants are (being) told to reject.
+    Rejected,
+}
+
 /// Settings an execution keeps across pauses, so that whoever resumes it applies them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ExecutionSettings {
@@ -159,6 +174,7 @@ pub struct SagaExecution<C> {
     headers: Headers,
     pub(crate) settings: ExecutionSettings,
     pub(crate) deadline_ms: Option<u64>,
+    pub(crate) transaction: TransactionState,
     pub(crate) version: u64,
     created_at_ms: u64,
     updated_at_ms: u64,
@@ -179,6 +195,7 @@ impl<C: Context> SagaExecution<C> {
             headers: Headers::new(),
             settings: ExecutionSettings::default(),
             deadline_ms: None,
+            transaction: TransactionState::Open,
             version: 0,
             created_at_ms: now,
             updated_at_ms: now,
@@ -277,6 +294,11 @@ impl<C> SagaExecution<C> {
     /// The inherited headers.
     pub fn inherited_headers(&self) -> &Headers {
         &self.headers
+    }
+
+    /// Where its transaction stands.
+    pub fn transaction(&self) -> TransactionState {
+        self.transaction
     }
 
     /// The version of the stored copy this execution was loaded from (0: never stored).
@@ -475,6 +497,7 @@ impl<C: Context> SagaExecution<C> {
             headers: self.headers.clone(),
             settings: self.settings,
             deadline_ms: self.deadline_ms,
+            transaction: self.transaction,
             version: self.version,
             created_at_ms: self.created_at_ms,
             updated_at_ms: self.updated_at_ms,
@@ -504,6 +527,7 @@ impl<C: Context> SagaExecution<C> {
             headers: record.headers,
             settings: record.settings,
             deadline_ms: record.deadline_ms,
+            transaction: record.transaction,
             version: record.version,
             created_at_ms: record.created_at_ms,
             updated_at_ms: record.updated_at_ms,
@@ -597,7 +621,7 @@ impl<C: Context> SagaExecution<C> {
                 failed.extend(
                     engine::rollback_level(
                         definition.steps(),
-                        &mut self.steps,
+                        engine::before_failed(&mut self.steps),
                         &mut self.context,
                         &mut run,
                     )

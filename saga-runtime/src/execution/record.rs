@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use super::{ExecutionSettings, SagaStatus, StepExecution};
+use super::{ExecutionSettings, SagaStatus, StepExecution, TransactionState};
 use crate::definition::{SagaDefinition, StepDefinition};
 use crate::error::LoadError;
 use crate::message::Headers;
@@ -46,6 +46,9 @@ pub struct ExecutionRecord {
     /// When the paused step stops waiting (milliseconds since the Unix epoch).
     #[serde(default)]
     pub deadline_ms: Option<u64>,
+    /// Where the transaction stands.
+    #[serde(default)]
+    pub transaction: TransactionState,
     /// The version of the stored copy (optimistic concurrency; 0: never stored).
     #[serde(default)]
     pub version: u64,
@@ -68,7 +71,7 @@ impl ExecutionRecord {
 
     /// Encodes the record as JSON.
     pub fn to_json(&self) -> String {
-        let mut buffer = Vec::with_capacity(512 + self.context.get().len());
+        let mut buffer = Vec::with_capacity(1024 + self.context.get().len());
         serde_json::to_writer(&mut buffer, self).expect("records hold only JSON-encodable data");
         String::from_utf8(buffer).expect("serde_json writes UTF-8")
     }
@@ -169,6 +172,7 @@ impl PartialEq for ExecutionRecord {
             && self.headers == other.headers
             && self.settings == other.settings
             && self.deadline_ms == other.deadline_ms
+            && self.transaction == other.transaction
             && self.version == other.version
             && self.created_at_ms == other.created_at_ms
             && self.updated_at_ms == other.updated_at_ms

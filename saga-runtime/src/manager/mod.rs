@@ -30,7 +30,7 @@ use crate::definition::{Fingerprint, SagaDefinition};
 use crate::error::{BrokerError, ExecutionError, LoadError, MessageError, RepositoryError};
 use crate::execution::{
     ExecutionEnv, ExecutionRecord, Outbox, Progress, ReplyRejection, SagaExecution, SagaStatus,
-    now_ms,
+    TransactionState, now_ms,
 };
 use crate::locks::ExecutionLocks;
 use crate::message::{BrokerMessage, SagaResponse, header};
@@ -436,6 +436,13 @@ struct Inner {
 
 impl Inner {
     fn register<C: Context>(&self, definition: Arc<SagaDefinition<C>>) -> Result<(), SagaError> {
+        // Every run registers its saga: the common case, already known, takes only the read lock.
+        if self
+            .saga(definition.name())
+            .is_some_and(|known| known.fingerprint() == definition.fingerprint())
+        {
+            return Ok(());
+        }
         let mut sagas = self.sagas.write().unwrap_or_else(PoisonError::into_inner);
         match sagas.get(definition.name()) {
             Some(known) if known.fingerprint() == definition.fingerprint() => Ok(()),
@@ -610,6 +617,11 @@ impl Inner {
                 self.publish(&mut outbox).await?;
             }
             Ok(Progress::Finished) if execution.status() == SagaStatus::Finished && autocommit => {
+                // Stored before the first transaction message: a reply handled again after a
+                // failure here finds the execution finished and changes nothing, instead of
+                // running the last steps and the commit twice; and recovery finds `committing`.
+                execution.transaction = TransactionState::Committing;
+                self.store(execution).await?;
                 let transactions = execution.transactions(env);
                 if let Err(error) = self.committer.commit(&transactions).await {
                     if let CommitError::Broker(_) = &error {
@@ -625,12 +637,18 @@ impl Inner {
                         id: execution.id(),
                         message,
                     });
+                    execution.transaction = TransactionState::Rejected;
+                } else {
+                    execution.transaction = TransactionState::Committed;
                 }
                 self.store(execution).await?;
                 self.publish(&mut outbox).await?;
             }
             Ok(Progress::Finished) => {
                 let rolled_back = execution.status() == SagaStatus::Errored;
+                if rolled_back && reject_on_failure {
+                    execution.transaction = TransactionState::Rejected;
+                }
                 self.store(execution).await?;
                 self.publish(&mut outbox).await?;
                 if rolled_back && reject_on_failure {
@@ -640,6 +658,9 @@ impl Inner {
             Err(
                 error @ (ExecutionError::StepFailed { .. } | ExecutionError::RollbackFailed { .. }),
             ) => {
+                if reject_on_failure {
+                    execution.transaction = TransactionState::Rejected;
+                }
                 self.store(execution).await?;
                 self.publish(&mut outbox).await?;
                 if reject_on_failure {
