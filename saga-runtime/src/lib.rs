@@ -63,7 +63,7 @@ mod shard;
 pub use broker::{Broker, InProcessBroker};
 pub use committer::TransactionCommitter;
 pub use context::{Context, SagaContext};
-pub use definition::{Saga, SagaDefinition};
+pub use definition::{IntoDefinition, Saga, SagaDefinition};
 pub use error::{DefinitionError, ExecutionError, StepError};
 pub use execution::{SagaExecution, SagaStatus, StepStatus};
 pub use manager::{RunOptions, RunOutcome, SagaError, SagaManager};

@@ -56,6 +56,36 @@ impl<C> fmt::Debug for SagaDefinition<C> {
     }
 }
 
+/// A committed saga definition, owned or shared: what executions, runs and conditional
+/// alternatives take.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a committed saga definition",
+    label = "expected a `SagaDefinition` (what `commit()` returns)",
+    note = "call `.commit()` on the builder first: only committed sagas can be executed or nested"
+)]
+pub trait IntoDefinition<C> {
+    /// The shared definition.
+    fn into_definition(self) -> Arc<SagaDefinition<C>>;
+}
+
+impl<C> IntoDefinition<C> for SagaDefinition<C> {
+    fn into_definition(self) -> Arc<SagaDefinition<C>> {
+        Arc::new(self)
+    }
+}
+
+impl<C> IntoDefinition<C> for Arc<SagaDefinition<C>> {
+    fn into_definition(self) -> Arc<SagaDefinition<C>> {
+        self
+    }
+}
+
+impl<C> IntoDefinition<C> for &Arc<SagaDefinition<C>> {
+    fn into_definition(self) -> Arc<SagaDefinition<C>> {
+        Arc::clone(self)
+    }
+}
+
 /// The kind of a step, as stored in executions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -578,20 +608,15 @@ pub struct ConditionalStepBuilder<C> {
 impl<C: Context> ConditionalStepBuilder<C> {
     /// Adds an alternative: when `condition` (`async fn(&C) -> Result<bool, StepError>`) holds and no
     /// earlier alternative did, `saga` runs.
-    pub fn if_then<F>(self, condition: F, saga: impl Into<Arc<SagaDefinition<C>>>) -> Self
+    pub fn if_then<F>(self, condition: F, saga: impl IntoDefinition<C>) -> Self
     where
         F: for<'a> ConditionFn<'a, C>,
     {
-        self.add_if(condition_handler(condition), saga.into())
+        self.add_if(condition_handler(condition), saga.into_definition())
     }
 
     /// `if_then` with a condition that takes fixed parameters.
-    pub fn if_then_with<P, F>(
-        self,
-        condition: F,
-        params: P,
-        saga: impl Into<Arc<SagaDefinition<C>>>,
-    ) -> Self
+    pub fn if_then_with<P, F>(self, condition: F, params: P, saga: impl IntoDefinition<C>) -> Self
     where
         P: Send + Sync + 'static,
         F: for<'a> ConditionFnWith<'a, C, P>,
@@ -600,11 +625,11 @@ impl<C: Context> ConditionalStepBuilder<C> {
             name: Handler::<()>::name_of::<F>(),
             call: Box::new(WithParams(condition, params)) as Box<dyn ConditionCall<C>>,
         };
-        self.add_if(handler, saga.into())
+        self.add_if(handler, saga.into_definition())
     }
 
     /// The alternative that runs when no condition holds (at most one).
-    pub fn else_then(mut self, saga: impl Into<Arc<SagaDefinition<C>>>) -> Self {
+    pub fn else_then(mut self, saga: impl IntoDefinition<C>) -> Self {
         if self.else_then.is_some() {
             let error = DefinitionError::MultipleElseThen {
                 saga: self.saga.name.clone(),
@@ -612,7 +637,7 @@ impl<C: Context> ConditionalStepBuilder<C> {
             };
             self.saga.fail(error);
         } else {
-            self.else_then = Some(saga.into());
+            self.else_then = Some(saga.into_definition());
         }
         self
     }

@@ -22,7 +22,7 @@ pub use status::{SagaStatus, StepStatus};
 pub use step::{InnerExecution, StepExecution};
 
 use crate::context::Context;
-use crate::definition::SagaDefinition;
+use crate::definition::{IntoDefinition, SagaDefinition};
 use crate::error::{ExecutionError, LoadError};
 use crate::message::{BrokerMessage, Headers, SagaResponse, header};
 
@@ -182,10 +182,10 @@ pub struct SagaExecution<C> {
 
 impl<C: Context> SagaExecution<C> {
     /// A new execution (status `created`) of `definition` with a fresh id.
-    pub fn new(definition: impl Into<Arc<SagaDefinition<C>>>, context: C) -> Self {
+    pub fn new(definition: impl IntoDefinition<C>, context: C) -> Self {
         let now = now_ms();
         Self {
-            definition: definition.into(),
+            definition: definition.into_definition(),
             id: Uuid::new_v4(),
             status: SagaStatus::Created,
             context,
@@ -507,10 +507,10 @@ impl<C: Context> SagaExecution<C> {
     /// Rebuilds an execution from its stored form, checking that it belongs to `definition`: same
     /// saga name, same fingerprint, and step executions that match the definition's steps.
     pub fn from_record(
-        definition: impl Into<Arc<SagaDefinition<C>>>,
+        definition: impl IntoDefinition<C>,
         record: ExecutionRecord,
     ) -> Result<Self, LoadError> {
-        let definition = definition.into();
+        let definition = definition.into_definition();
         record.check_against(&definition)?;
         let context = record.context::<C>().map_err(|error| LoadError::Corrupt {
             id: record.id,
@@ -540,10 +540,7 @@ impl<C: Context> SagaExecution<C> {
     }
 
     /// Rebuilds an execution from JSON written by [`to_json`](Self::to_json).
-    pub fn from_json(
-        definition: impl Into<Arc<SagaDefinition<C>>>,
-        json: &str,
-    ) -> Result<Self, LoadError> {
+    pub fn from_json(definition: impl IntoDefinition<C>, json: &str) -> Result<Self, LoadError> {
         let record = ExecutionRecord::from_json(json)?;
         Self::from_record(definition, record)
     }

@@ -26,7 +26,7 @@ pub use options::{RunOptions, RunOutcome};
 use crate::broker::{Broker, InProcessBroker, Subscription};
 use crate::committer::{CommitError, TransactionCommitter};
 use crate::context::Context;
-use crate::definition::{Fingerprint, SagaDefinition};
+use crate::definition::{Fingerprint, IntoDefinition, SagaDefinition};
 use crate::error::{BrokerError, ExecutionError, LoadError, MessageError, RepositoryError};
 use crate::execution::{
     ExecutionEnv, ExecutionRecord, Outbox, Progress, ReplyRejection, SagaExecution, SagaStatus,
@@ -265,9 +265,9 @@ impl SagaManager {
     /// Makes `definition` known, so that stored executions of it can be resumed by name.
     pub fn register<C: Context>(
         &self,
-        definition: impl Into<Arc<SagaDefinition<C>>>,
+        definition: impl IntoDefinition<C>,
     ) -> Result<(), SagaError> {
-        self.inner.register(definition.into())
+        self.inner.register(definition.into_definition())
     }
 
     /// Starts an execution of `definition` with `context`.
@@ -276,11 +276,11 @@ impl SagaManager {
     /// see [`RunOptions`] for the other behaviours.
     pub async fn run<C: Context>(
         &self,
-        definition: impl Into<Arc<SagaDefinition<C>>>,
+        definition: impl IntoDefinition<C>,
         context: C,
         options: RunOptions,
     ) -> Result<RunOutcome<C>, SagaError> {
-        let definition = definition.into();
+        let definition = definition.into_definition();
         self.inner.register(Arc::clone(&definition))?;
         let request = RequestHeaders::current();
         let inherited = request.as_ref().map(RequestHeaders::snapshot);
@@ -366,7 +366,7 @@ impl SagaManager {
     /// Loads a stored execution of `definition`.
     pub async fn load<C: Context>(
         &self,
-        definition: impl Into<Arc<SagaDefinition<C>>>,
+        definition: impl IntoDefinition<C>,
         id: Uuid,
     ) -> Result<SagaExecution<C>, SagaError> {
         let record = self.inner.repository.load(id).await?;

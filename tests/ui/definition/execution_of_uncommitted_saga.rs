@@ -1,0 +1,11 @@
+// SagaNotCommitted: executions are made from a `SagaDefinition`, which only `commit()` returns.
+use saga_runtime::prelude::*;
+
+async fn step(_: &mut SagaContext) -> Result<(), StepError> {
+    Ok(())
+}
+
+fn main() {
+    let builder = Saga::<SagaContext>::new("order").local_step("validate").on_execute(step);
+    let _ = SagaExecution::new(builder, SagaContext::new());
+}
