@@ -504,6 +504,38 @@ impl<C: Context> SagaExecution<C> {
         })
     }
 
+    /// Runs `f` on the stored form built without copying the step executions and headers: they are
+    /// lent to the record and taken back afterwards (the store path of the manager).
+    pub(crate) async fn with_record<T, F>(&mut self, f: F) -> Result<T, serde_json::Error>
+    where
+        F: AsyncFnOnce(&ExecutionRecord) -> T,
+    {
+        let mut record = ExecutionRecord {
+            id: self.id,
+            saga: self.definition.name().to_owned(),
+            fingerprint: self.definition.fingerprint(),
+            status: self.status,
+            context: serde_json::value::to_raw_value(&self.context)?,
+            steps: Vec::new(),
+            paused_step: self.paused_step().map(|step| step.name.clone()),
+            already_rollback: self.already_rollback,
+            user: self.user.clone(),
+            headers: Headers::new(),
+            settings: self.settings,
+            deadline_ms: self.deadline_ms,
+            transaction: self.transaction,
+            version: self.version,
+            created_at_ms: self.created_at_ms,
+            updated_at_ms: self.updated_at_ms,
+        };
+        record.steps = std::mem::take(&mut self.steps);
+        record.headers = std::mem::take(&mut self.headers);
+        let result = f(&record).await;
+        self.steps = record.steps;
+        self.headers = record.headers;
+        Ok(result)
+    }
+
     /// Rebuilds an execution from its stored form, checking that it belongs to `definition`: same
     /// saga name, same fingerprint, and step executions that match the definition's steps.
     pub fn from_record(

@@ -30,21 +30,21 @@ pub struct ExecutionRecord {
     /// The step executions, in definition order.
     pub steps: Vec<StepExecution>,
     /// The name of the top-level step waiting for a reply.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_step: Option<String>,
     /// Whether the execution was compensated.
     #[serde(default)]
     pub already_rollback: bool,
     /// The acting user.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Headers inherited from the message being handled when the saga started.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Headers::is_empty")]
     pub headers: Headers,
     #[serde(default)]
     pub(crate) settings: ExecutionSettings,
     /// When the paused step stops waiting (milliseconds since the Unix epoch).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<u64>,
     /// Where the transaction stands.
     #[serde(default)]

@@ -17,7 +17,7 @@ pub struct StepExecution {
     pub(crate) status: StepStatus,
     #[serde(default)]
     pub(crate) already_rollback: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub(crate) related_services: BTreeSet<String>,
     /// Remote steps: the id of the command sent; its reply must name it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

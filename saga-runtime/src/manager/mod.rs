@@ -690,8 +690,12 @@ impl Inner {
     }
 
     async fn store<C: Context>(&self, execution: &mut SagaExecution<C>) -> Result<(), SagaError> {
-        let record = execution.to_record().map_err(SagaError::Encode)?;
-        execution.version = self.repository.store(&record).await?;
+        let repository = &self.repository;
+        let stored = execution
+            .with_record(async |record: &ExecutionRecord| repository.store(record).await)
+            .await
+            .map_err(SagaError::Encode)?;
+        execution.version = stored?;
         Ok(())
     }
 
