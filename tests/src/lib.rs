@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use saga_runtime::broker::Broker;
-use saga_runtime::message::BrokerMessage;
+use saga_runtime::message::{BrokerMessage, Headers};
 use saga_runtime::participant::{InProcessParticipant, InProcessParticipantBuilder};
 use saga_runtime::prelude::*;
 use serde_json::Value;
+use uuid::Uuid;
 
 /// The service the tests' sagas run in.
 pub const SERVICE: &str = "order";
@@ -116,5 +117,74 @@ pub async fn eventually(mut condition: impl FnMut() -> bool) {
             "the condition did not hold within 5 s"
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// A published message, with a private commit reply topic reduced to its shape.
+#[derive(Debug, PartialEq)]
+pub struct Sent {
+    /// The topic.
+    pub topic: String,
+    /// The headers.
+    pub headers: Headers,
+    /// The reply topic (a private one as `orderReply.<private>`).
+    pub reply_to: Option<String>,
+    /// The content.
+    pub payload: Value,
+}
+
+/// The summary of `message`.
+pub fn summary(message: &BrokerMessage) -> Sent {
+    let reply_to = message
+        .reply_to
+        .as_ref()
+        .map(|topic| match topic.strip_prefix("orderReply.") {
+            Some(suffix) if suffix.len() == 32 && suffix.chars().all(|c| c.is_ascii_hexdigit()) => {
+                "orderReply.<private>".to_owned()
+            }
+            _ => topic.clone(),
+        });
+    Sent {
+        topic: message.topic.clone(),
+        headers: message.headers.clone(),
+        reply_to,
+        payload: message.payload.clone(),
+    }
+}
+
+/// The summaries of `messages`.
+pub fn summaries(messages: &[BrokerMessage]) -> Vec<Sent> {
+    messages.iter().map(summary).collect()
+}
+
+/// Headers from name/value pairs.
+pub fn headers(pairs: &[(&str, String)]) -> Headers {
+    pairs
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), value.clone()))
+        .collect()
+}
+
+/// A saga command (or compensation) of execution `id` run by user `U`.
+pub fn command(topic: &str, id: Uuid, payload: Value) -> Sent {
+    Sent {
+        topic: topic.to_owned(),
+        headers: headers(&[
+            ("saga", id.to_string()),
+            ("transactions", id.to_string()),
+            ("user", "U".to_owned()),
+        ]),
+        reply_to: Some("orderReply".to_owned()),
+        payload,
+    }
+}
+
+/// A two-phase-commit message about transaction `id`.
+pub fn transaction(topic: &str, id: Uuid) -> Sent {
+    Sent {
+        topic: topic.to_owned(),
+        headers: headers(&[("saga", id.to_string()), ("transaction", id.to_string())]),
+        reply_to: Some("orderReply.<private>".to_owned()),
+        payload: Value::String(id.to_string()),
     }
 }

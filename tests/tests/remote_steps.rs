@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use saga_runtime::execution::{ExecutionEnv, Outbox, ReplyRejection, StepExecution};
 use saga_runtime::manager::ReplyOutcome;
-use saga_runtime::message::{BrokerMessage, Headers};
+use saga_runtime::message::BrokerMessage;
 use saga_runtime::participant::InProcessParticipant;
 use saga_runtime::prelude::*;
-use saga_tests::{Harness, reply_to};
+use saga_tests::{Harness, Sent, command, reply_to, summaries, transaction};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -93,68 +93,6 @@ fn booking() -> Booking {
     Booking {
         item: "concert".to_owned(),
         ..Booking::default()
-    }
-}
-
-/// A published message, with a private commit reply topic reduced to its shape.
-#[derive(Debug, PartialEq)]
-struct Sent {
-    topic: String,
-    headers: Headers,
-    reply_to: Option<String>,
-    payload: Value,
-}
-
-fn summary(message: &BrokerMessage) -> Sent {
-    let reply_to = message
-        .reply_to
-        .as_ref()
-        .map(|topic| match topic.strip_prefix("orderReply.") {
-            Some(suffix) if suffix.len() == 32 && suffix.chars().all(|c| c.is_ascii_hexdigit()) => {
-                "orderReply.<private>".to_owned()
-            }
-            _ => topic.clone(),
-        });
-    Sent {
-        topic: message.topic.clone(),
-        headers: message.headers.clone(),
-        reply_to,
-        payload: message.payload.clone(),
-    }
-}
-
-fn summaries(messages: &[BrokerMessage]) -> Vec<Sent> {
-    messages.iter().map(summary).collect()
-}
-
-fn headers(pairs: &[(&str, String)]) -> Headers {
-    pairs
-        .iter()
-        .map(|(name, value)| ((*name).to_owned(), value.clone()))
-        .collect()
-}
-
-/// A saga command (or compensation) of execution `id` run by user `U`.
-fn command(topic: &str, id: Uuid, payload: Value) -> Sent {
-    Sent {
-        topic: topic.to_owned(),
-        headers: headers(&[
-            ("saga", id.to_string()),
-            ("transactions", id.to_string()),
-            ("user", "U".to_owned()),
-        ]),
-        reply_to: Some("orderReply".to_owned()),
-        payload,
-    }
-}
-
-/// A two-phase-commit message about transaction `id`.
-fn transaction(topic: &str, id: Uuid) -> Sent {
-    Sent {
-        topic: topic.to_owned(),
-        headers: headers(&[("saga", id.to_string()), ("transaction", id.to_string())]),
-        reply_to: Some("orderReply.<private>".to_owned()),
-        payload: Value::String(id.to_string()),
     }
 }
 

@@ -9,10 +9,10 @@ use std::time::Duration;
 use saga_runtime::committer::{CommitError, Phase, PhaseReport, TransactionCommitter, title_case};
 use saga_runtime::execution::{ExecutionEnv, Outbox, StepExecution};
 use saga_runtime::manager::ReplyOutcome;
-use saga_runtime::message::{BrokerMessage, Headers};
+use saga_runtime::message::BrokerMessage;
 use saga_runtime::participant::{InProcessParticipant, ParticipantEvent};
 use saga_runtime::prelude::*;
-use saga_tests::{Harness, reply_to};
+use saga_tests::{Harness, Sent, command, reply_to, summaries, summary, transaction};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -126,68 +126,6 @@ fn booked() -> Booking {
         order_id: Some("order-1".to_owned()),
         ticket_id: Some("ticket-1".to_owned()),
         ..booking()
-    }
-}
-
-/// A published message, with a private commit reply topic reduced to its shape.
-#[derive(Debug, PartialEq)]
-struct Sent {
-    topic: String,
-    headers: Headers,
-    reply_to: Option<String>,
-    payload: Value,
-}
-
-fn summary(message: &BrokerMessage) -> Sent {
-    let reply_to = message
-        .reply_to
-        .as_ref()
-        .map(|topic| match topic.strip_prefix("orderReply.") {
-            Some(suffix) if suffix.len() == 32 && suffix.chars().all(|c| c.is_ascii_hexdigit()) => {
-                "orderReply.<private>".to_owned()
-            }
-            _ => topic.clone(),
-        });
-    Sent {
-        topic: message.topic.clone(),
-        headers: message.headers.clone(),
-        reply_to,
-        payload: message.payload.clone(),
-    }
-}
-
-fn summaries(messages: &[BrokerMessage]) -> Vec<Sent> {
-    messages.iter().map(summary).collect()
-}
-
-fn headers(pairs: &[(&str, String)]) -> Headers {
-    pairs
-        .iter()
-        .map(|(name, value)| ((*name).to_owned(), value.clone()))
-        .collect()
-}
-
-/// A saga command (or compensation) of execution `id` run by user `U`.
-fn command(topic: &str, id: Uuid, payload: Value) -> Sent {
-    Sent {
-        topic: topic.to_owned(),
-        headers: headers(&[
-            ("saga", id.to_string()),
-            ("transactions", id.to_string()),
-            ("user", "U".to_owned()),
-        ]),
-        reply_to: Some("orderReply".to_owned()),
-        payload,
-    }
-}
-
-/// A two-phase-commit message about transaction `id`.
-fn transaction(topic: &str, id: Uuid) -> Sent {
-    Sent {
-        topic: topic.to_owned(),
-        headers: headers(&[("saga", id.to_string()), ("transaction", id.to_string())]),
-        reply_to: Some("orderReply.<private>".to_owned()),
-        payload: Value::String(id.to_string()),
     }
 }
 

@@ -350,15 +350,17 @@ pub(crate) fn is_valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
 }
 
-/// Sets a handler slot, recording `error` if it was set already.
+/// Sets a handler slot of step `step`, recording `error(saga, step)` if it was set already.
 fn set_once<H: ?Sized>(
     saga: &mut Saga<impl Context>,
+    step: &str,
     slot: &mut Option<Handler<H>>,
     handler: Handler<H>,
-    error: impl FnOnce() -> DefinitionError,
+    error: fn(String, String) -> DefinitionError,
 ) {
     if slot.is_some() {
-        saga.fail(error());
+        let error = error(saga.name.clone(), step.to_owned());
+        saga.fail(error);
     } else {
         *slot = Some(handler);
     }
@@ -430,16 +432,16 @@ impl<C: Context> LocalStepBuilder<C> {
     }
 
     fn set_execute(mut self, handler: Handler<dyn LocalCall<C>>) -> Self {
-        let (saga, step) = (self.saga.name.clone(), self.name.clone());
-        set_once(&mut self.saga, &mut self.on_execute, handler, || {
+        let slot = &mut self.on_execute;
+        set_once(&mut self.saga, &self.name, slot, handler, |saga, step| {
             DefinitionError::MultipleOnExecute { saga, step }
         });
         self
     }
 
     fn set_failure(mut self, handler: Handler<dyn LocalCall<C>>) -> Self {
-        let (saga, step) = (self.saga.name.clone(), self.name.clone());
-        set_once(&mut self.saga, &mut self.on_failure, handler, || {
+        let slot = &mut self.on_failure;
+        set_once(&mut self.saga, &self.name, slot, handler, |saga, step| {
             DefinitionError::MultipleOnFailure { saga, step }
         });
         self
@@ -538,32 +540,32 @@ impl<C: Context> RemoteStepBuilder<C> {
     }
 
     fn set_execute(mut self, handler: Handler<dyn RequestCall<C>>) -> Self {
-        let (saga, step) = (self.saga.name.clone(), self.name.clone());
-        set_once(&mut self.saga, &mut self.on_execute, handler, || {
+        let slot = &mut self.on_execute;
+        set_once(&mut self.saga, &self.name, slot, handler, |saga, step| {
             DefinitionError::MultipleOnExecute { saga, step }
         });
         self
     }
 
     fn set_success(mut self, handler: Handler<dyn ReplyCall<C>>) -> Self {
-        let (saga, step) = (self.saga.name.clone(), self.name.clone());
-        set_once(&mut self.saga, &mut self.on_success, handler, || {
+        let slot = &mut self.on_success;
+        set_once(&mut self.saga, &self.name, slot, handler, |saga, step| {
             DefinitionError::MultipleOnSuccess { saga, step }
         });
         self
     }
 
     fn set_error(mut self, handler: Handler<dyn ReplyCall<C>>) -> Self {
-        let (saga, step) = (self.saga.name.clone(), self.name.clone());
-        set_once(&mut self.saga, &mut self.on_error, handler, || {
+        let slot = &mut self.on_error;
+        set_once(&mut self.saga, &self.name, slot, handler, |saga, step| {
             DefinitionError::MultipleOnError { saga, step }
         });
         self
     }
 
     fn set_failure(mut self, handler: Handler<dyn RequestCall<C>>) -> Self {
-        let (saga, step) = (self.saga.name.clone(), self.name.clone());
-        set_once(&mut self.saga, &mut self.on_failure, handler, || {
+        let slot = &mut self.on_failure;
+        set_once(&mut self.saga, &self.name, slot, handler, |saga, step| {
             DefinitionError::MultipleOnFailure { saga, step }
         });
         self
