@@ -5,7 +5,7 @@ use std::fmt;
 use uuid::Uuid;
 
 use crate::definition::Fingerprint;
-use crate::execution::{ReplyRejection, SagaStatus, StepStatus};
+use crate::execution::{ReplyRejection, SagaStatus, StepStatus, TransactionState};
 
 /// The error a step handler returns: a message, optionally with the error that caused it.
 ///
@@ -191,6 +191,18 @@ pub enum ExecutionError {
         id: Uuid,
         /// What went wrong.
         message: String,
+    },
+    /// Only a finished execution whose transaction is still open can be committed.
+    #[error(
+        "saga execution {id} cannot be committed: it is {status} and its transaction is {transaction:?}"
+    )]
+    CannotCommit {
+        /// The execution.
+        id: Uuid,
+        /// Its status.
+        status: SagaStatus,
+        /// Where its transaction stands.
+        transaction: TransactionState,
     },
     /// The execution was compensated by hand.
     #[error("saga execution {id} was rolled back")]

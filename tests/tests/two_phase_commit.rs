@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use saga_runtime::committer::{CommitError, Phase, PhaseReport, TransactionCommitter, title_case};
-use saga_runtime::execution::{ExecutionEnv, Outbox, StepExecution};
+use saga_runtime::execution::{ExecutionEnv, Outbox, StepExecution, TransactionState};
 use saga_runtime::manager::ReplyOutcome;
 use saga_runtime::message::BrokerMessage;
 use saga_runtime::participant::{InProcessParticipant, ParticipantEvent};
@@ -909,4 +909,109 @@ async fn a_failed_sub_saga_rejects_the_participants_it_reached() {
             participant.service()
         );
     }
+}
+
+#[tokio::test]
+async fn committing_by_hand_needs_a_finished_execution_with_an_open_transaction() {
+    let harness = Harness::new().await;
+    let _participants = harness.accepting(&["order", "ticket"]).await;
+    let saga = booking_saga();
+    let id = start(&harness, &saga, RunOptions::new().autocommit(false))
+        .await
+        .id();
+
+    // Paused: not finished, so nothing can be committed and nothing is sent.
+    let sent = harness.sent().len();
+    let error = harness.manager.commit(id).await.expect_err("paused");
+    assert!(
+        matches!(
+            error,
+            SagaError::Execution(ExecutionError::CannotCommit {
+                status: SagaStatus::Paused,
+                transaction: TransactionState::Open,
+                ..
+            })
+        ),
+        "{error:?}"
+    );
+    assert_eq!(harness.sent().len(), sent);
+
+    succeed(&harness, "order-1", &["ticket"]).await;
+    succeed(&harness, "ticket-1", &["ticket"]).await;
+    let finished = load(&harness, &saga, id).await;
+    assert_eq!(finished.status(), SagaStatus::Finished);
+    assert_eq!(finished.transaction(), TransactionState::Open);
+    harness.clear();
+
+    // Finished without autocommit: the commit reserves then commits every participant.
+    assert_eq!(
+        harness.manager.commit(id).await.expect("commits"),
+        SagaStatus::Finished
+    );
+    let mut expected = phase(Phase::Reserve, id, &["order", "ticket"]);
+    expected.extend(phase(Phase::Commit, id, &["order", "ticket"]));
+    assert_eq!(summaries(&harness.sent()), expected);
+    assert_eq!(
+        load(&harness, &saga, id).await.transaction(),
+        TransactionState::Committed
+    );
+
+    // Committed once: a second commit is refused and sends nothing.
+    harness.clear();
+    let error = harness.manager.commit(id).await.expect_err("committed");
+    assert!(
+        matches!(
+            error,
+            SagaError::Execution(ExecutionError::CannotCommit {
+                status: SagaStatus::Finished,
+                transaction: TransactionState::Committed,
+                ..
+            })
+        ),
+        "{error:?}"
+    );
+    assert!(harness.sent().is_empty());
+}
+
+#[tokio::test]
+async fn a_refused_commit_by_hand_rejects_then_compensates() {
+    let harness = Harness::new().await;
+    let _order = harness.accepting(&["order"]).await;
+    let _ticket = harness
+        .participant("ticket")
+        .reserve(|_| false)
+        .spawn()
+        .await
+        .expect("starts");
+    let saga = booking_saga();
+    let id = start(&harness, &saga, RunOptions::new().autocommit(false))
+        .await
+        .id();
+    succeed(&harness, "order-1", &["ticket"]).await;
+    succeed(&harness, "ticket-1", &["ticket"]).await;
+    harness.clear();
+
+    let error = harness.manager.commit(id).await.expect_err("refused");
+    assert!(
+        matches!(
+            error,
+            SagaError::Execution(ExecutionError::CommitFailed { .. })
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        harness.sent_topics(),
+        [
+            "_ReserveOrderTransaction",
+            "_ReserveTicketTransaction",
+            "_RejectOrderTransaction",
+            "_RejectTicketTransaction",
+            "DeleteTicket",
+            "DeleteOrder",
+        ]
+    );
+    let stored = load(&harness, &saga, id).await;
+    assert_eq!(stored.status(), SagaStatus::Errored);
+    assert_eq!(stored.transaction(), TransactionState::Rejected);
+    assert!(stored.already_rollback());
 }

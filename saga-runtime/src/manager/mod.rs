@@ -363,6 +363,19 @@ impl SagaManager {
         }
     }
 
+    /// Runs the two-phase commit of a stored execution that finished without autocommit. An
+    /// execution that has not finished, or whose transaction was already committed or rejected, is
+    /// [`ExecutionError::CannotCommit`] and nothing is sent. A refused reservation rejects the
+    /// transaction, compensates the steps and returns [`ExecutionError::CommitFailed`].
+    pub async fn commit(&self, id: Uuid) -> Result<SagaStatus, SagaError> {
+        match self.inner.advance_stored(id, Input::Commit).await? {
+            ReplyOutcome::Applied { status, .. } => Ok(status),
+            ReplyOutcome::Ignored { reason, .. } => {
+                Err(ExecutionError::ReplyRejected { id, reason }.into())
+            }
+        }
+    }
+
     /// Loads a stored execution of `definition`.
     pub async fn load<C: Context>(
         &self,
@@ -380,6 +393,7 @@ enum Input {
     Reply(SagaResponse),
     Expire(Uuid),
     Rollback,
+    Commit,
 }
 
 /// The result of one drive.
@@ -491,6 +505,16 @@ impl Inner {
         input: Input,
     ) -> Result<ReplyOutcome, SagaError> {
         let _guard = self.locks.lock(id).await;
+        let is_commit = matches!(input, Input::Commit);
+        if is_commit && self.parked.shard(&id).contains_key(&id) {
+            // A run waits for it in memory, so it has not finished: leave it to that run.
+            return Err(ExecutionError::CannotCommit {
+                id,
+                status: SagaStatus::Paused,
+                transaction: TransactionState::Open,
+            }
+            .into());
+        }
         let parked = self.parked.shard(&id).remove(&id);
         let Some(parked) = parked else {
             let record = match self.repository.load(id).await {
@@ -512,6 +536,11 @@ impl Inner {
             let advanced = saga
                 .advance(self, id, Source::Stored(Box::new(record)), input, false)
                 .await?;
+            // A commit asked for by hand reports its failure to the caller; a saga failing on a
+            // reply is an outcome of the saga, reported to whoever waits for it.
+            if let (true, Some(failure)) = (is_commit, advanced.failure) {
+                return Err(failure.into());
+            }
             return Ok(advanced.outcome);
         };
         let Parked {
@@ -596,6 +625,20 @@ impl Inner {
             Input::Start => execution.execute(None, env, &mut outbox).await,
             Input::Reply(reply) => execution.execute(Some(reply), env, &mut outbox).await,
             Input::Expire(request) => execution.expire(request, env, &mut outbox).await,
+            Input::Commit => {
+                if execution.status() != SagaStatus::Finished
+                    || execution.transaction != TransactionState::Open
+                {
+                    return Err(ExecutionError::CannotCommit {
+                        id: execution.id(),
+                        status: execution.status(),
+                        transaction: execution.transaction,
+                    }
+                    .into());
+                }
+                driven.failure = self.commit(execution).await?;
+                return Ok(driven);
+            }
             Input::Rollback => match execution.rollback(env, &mut outbox).await {
                 Ok(()) => {
                     driven.failure = Some(ExecutionError::RolledBack { id: execution.id() });
@@ -617,32 +660,7 @@ impl Inner {
                 self.publish(&mut outbox).await?;
             }
             Ok(Progress::Finished) if execution.status() == SagaStatus::Finished && autocommit => {
-                // Stored before the first transaction message: a reply handled again after a
-                // failure here finds the execution finished and changes nothing, instead of
-                // running the last steps and the commit twice; and recovery finds `committing`.
-                execution.transaction = TransactionState::Committing;
-                self.store(execution).await?;
-                let transactions = execution.transactions(env);
-                if let Err(error) = self.committer.commit(&transactions).await {
-                    if let CommitError::Broker(_) = &error {
-                        // The outcome of the reservation is unknown: make sure nothing stays reserved.
-                        let _ = self.committer.reject(&transactions).await;
-                    }
-                    execution.mark_errored();
-                    let message = match execution.rollback(env, &mut outbox).await {
-                        Ok(()) => error.to_string(),
-                        Err(rollback) => format!("{error}; {rollback}"),
-                    };
-                    driven.failure = Some(ExecutionError::CommitFailed {
-                        id: execution.id(),
-                        message,
-                    });
-                    execution.transaction = TransactionState::Rejected;
-                } else {
-                    execution.transaction = TransactionState::Committed;
-                }
-                self.store(execution).await?;
-                self.publish(&mut outbox).await?;
+                driven.failure = self.commit(execution).await?;
             }
             Ok(Progress::Finished) => {
                 let rolled_back = execution.status() == SagaStatus::Errored;
@@ -675,6 +693,44 @@ impl Inner {
             Err(error) => return Err(error.into()),
         }
         Ok(driven)
+    }
+
+    /// Runs the two-phase commit of a finished execution; a failed commit rejects the transaction,
+    /// compensates the steps and leaves the execution errored (the returned failure).
+    async fn commit<C: Context>(
+        &self,
+        execution: &mut SagaExecution<C>,
+    ) -> Result<Option<ExecutionError>, SagaError> {
+        let env = &self.env;
+        let mut outbox = Outbox::new();
+        let mut failure = None;
+        // Stored before the first transaction message: a reply handled again after a failure here
+        // finds the execution finished and changes nothing, instead of running the last steps and
+        // the commit twice; and recovery finds `committing`.
+        execution.transaction = TransactionState::Committing;
+        self.store(execution).await?;
+        let transactions = execution.transactions(env);
+        if let Err(error) = self.committer.commit(&transactions).await {
+            if let CommitError::Broker(_) = &error {
+                // The outcome of the reservation is unknown: make sure nothing stays reserved.
+                let _ = self.committer.reject(&transactions).await;
+            }
+            execution.mark_errored();
+            let message = match execution.rollback(env, &mut outbox).await {
+                Ok(()) => error.to_string(),
+                Err(rollback) => format!("{error}; {rollback}"),
+            };
+            failure = Some(ExecutionError::CommitFailed {
+                id: execution.id(),
+                message,
+            });
+            execution.transaction = TransactionState::Rejected;
+        } else {
+            execution.transaction = TransactionState::Committed;
+        }
+        self.store(execution).await?;
+        self.publish(&mut outbox).await?;
+        Ok(failure)
     }
 
     async fn reject<C: Context>(&self, execution: &SagaExecution<C>) -> Result<(), SagaError> {
