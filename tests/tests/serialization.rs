@@ -870,3 +870,75 @@ async fn corrupt_json_is_refused() {
         SagaExecution::from_json(remote_first(), &value.to_string()).expect_err("no such status");
     assert!(matches!(&error, LoadError::Corrupt { .. }), "{error:?}");
 }
+
+/// Edits the first step of a stored execution and decodes it against `definition`.
+fn decode_with_first_step(
+    definition: &Arc<SagaDefinition<Booking>>,
+    json: &str,
+    edit: impl FnOnce(&mut Value),
+) -> Result<SagaExecution<Booking>, LoadError> {
+    let mut value: Value = serde_json::from_str(json).expect("JSON");
+    edit(&mut value["steps"][0]);
+    SagaExecution::from_json(Arc::clone(definition), &value.to_string())
+}
+
+#[tokio::test]
+async fn step_states_the_engine_never_writes_are_refused() {
+    // A finished execution of prepare -> route (regular) -> confirm, to tamper with.
+    let mut execution = SagaExecution::new(conditional(), guest("bob"));
+    execution
+        .execute(None, &env(), &mut Outbox::new())
+        .await
+        .expect("finishes");
+    let json = execution.to_json().expect("encodes");
+    let definition = conditional();
+    assert!(decode_with_first_step(&definition, &json, |_| {}).is_ok());
+
+    let cases: [(&str, Box<dyn FnOnce(&mut Value)>, &str); 4] = [
+        (
+            "a local step waiting for a reply",
+            Box::new(|step| step["status"] = json!("paused-by-on-execute")),
+            "which a local step never takes",
+        ),
+        (
+            "a local step with a command id",
+            Box::new(|step| step["request_id"] = json!(uuid::Uuid::new_v4())),
+            "with a command id",
+        ),
+        (
+            "a local step with a sub-saga",
+            Box::new(|step| step["branch"] = json!("else")),
+            "with a sub-saga",
+        ),
+        (
+            "an unfinished step before later ones",
+            Box::new(|step| step["status"] = json!("running-on-execute")),
+            "but later steps ran",
+        ),
+    ];
+    for (case, edit, expected) in cases {
+        match decode_with_first_step(&definition, &json, edit) {
+            Err(LoadError::Corrupt { id, reason }) => {
+                assert_eq!(id, execution.id(), "{case}");
+                assert!(reason.contains(expected), "{case}: {reason}");
+            }
+            other => panic!("{case}: expected a corrupt record, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_remote_step_waiting_without_its_command_is_refused() {
+    let (execution, json) = paused_json().await;
+    match decode_with_first_step(&remote_first(), &json, |step| {
+        step.as_object_mut()
+            .expect("an object")
+            .remove("request_id");
+    }) {
+        Err(LoadError::Corrupt { id, reason }) => {
+            assert_eq!(id, execution.id());
+            assert!(reason.contains("names no command"), "{reason}");
+        }
+        other => panic!("expected a corrupt record, got {other:?}"),
+    }
+}

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use super::{ExecutionSettings, SagaStatus, StepExecution, TransactionState};
-use crate::definition::{SagaDefinition, StepDefinition};
+use super::{ExecutionSettings, SagaStatus, StepExecution, StepStatus, TransactionState};
+use crate::definition::{SagaDefinition, StepDefinition, StepKind};
 use crate::error::LoadError;
 use crate::message::Headers;
 
@@ -107,6 +107,59 @@ impl ExecutionRecord {
     }
 }
 
+/// Why a step execution's state cannot have been written by the engine, if it cannot: a status its
+/// kind never takes, a waiting step without the command it waits for, kind-specific data on the
+/// wrong kind, or an unfinished step before the last one.
+fn impossible_state(step: &StepExecution, last: bool) -> Option<String> {
+    use StepStatus as S;
+    let allowed = match step.kind {
+        StepKind::Local => matches!(
+            step.status,
+            S::Created
+                | S::RunningOnExecute
+                | S::ErroredOnExecute
+                | S::RunningOnFailure
+                | S::ErroredOnFailure
+                | S::Finished
+        ),
+        StepKind::Remote => true,
+        StepKind::Conditional => matches!(
+            step.status,
+            S::Created
+                | S::RunningOnExecute
+                | S::ErroredOnExecute
+                | S::PausedByOnExecute
+                | S::ErroredByOnExecute
+                | S::RunningOnFailure
+                | S::ErroredOnFailure
+                | S::Finished
+        ),
+    };
+    if !allowed {
+        return Some(format!(
+            "has status `{}`, which a {} step never takes",
+            step.status, step.kind
+        ));
+    }
+    if step.kind == StepKind::Remote
+        && step.status == S::PausedByOnExecute
+        && step.request_id.is_none()
+    {
+        return Some("waits for a reply but names no command".to_owned());
+    }
+    if step.kind != StepKind::Remote && step.request_id.is_some() {
+        return Some(format!("is a {} step with a command id", step.kind));
+    }
+    if step.kind != StepKind::Conditional && (step.branch.is_some() || step.inner.is_some()) {
+        return Some(format!("is a {} step with a sub-saga", step.kind));
+    }
+    let settled = matches!(step.status, S::Finished | S::ErroredOnFailure) || step.already_rollback;
+    if !last && !settled {
+        return Some(format!("is `{}` but later steps ran", step.status));
+    }
+    None
+}
+
 /// Checks step executions against step definitions, recursing into conditional sub-sagas.
 fn check_steps<C>(
     id: Uuid,
@@ -121,7 +174,7 @@ fn check_steps<C>(
             definitions.len()
         ));
     }
-    for (definition, step) in definitions.iter().zip(steps) {
+    for (index, (definition, step)) in definitions.iter().zip(steps).enumerate() {
         if definition.name() != step.name || definition.kind() != step.kind {
             return corrupt(format!(
                 "step execution `{}` ({}) does not match step `{}` ({})",
@@ -130,6 +183,9 @@ fn check_steps<C>(
                 definition.name(),
                 definition.kind()
             ));
+        }
+        if let Some(reason) = impossible_state(step, index + 1 == steps.len()) {
+            return corrupt(format!("step execution `{}` {reason}", step.name));
         }
         if let StepDefinition::Conditional(conditional) = definition {
             match (step.branch, &step.inner) {
