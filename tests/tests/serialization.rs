@@ -871,6 +871,9 @@ async fn corrupt_json_is_refused() {
     assert!(matches!(&error, LoadError::Corrupt { .. }), "{error:?}");
 }
 
+/// A change to a stored step execution.
+type Edit = Box<dyn FnOnce(&mut Value)>;
+
 /// Edits the first step of a stored execution and decodes it against `definition`.
 fn decode_with_first_step(
     definition: &Arc<SagaDefinition<Booking>>,
@@ -894,7 +897,7 @@ async fn step_states_the_engine_never_writes_are_refused() {
     let definition = conditional();
     assert!(decode_with_first_step(&definition, &json, |_| {}).is_ok());
 
-    let cases: [(&str, Box<dyn FnOnce(&mut Value)>, &str); 4] = [
+    let cases: [(&str, Edit, &str); 4] = [
         (
             "a local step waiting for a reply",
             Box::new(|step| step["status"] = json!("paused-by-on-execute")),
