@@ -56,6 +56,7 @@ mod locks;
 pub mod manager;
 pub mod message;
 pub mod participant;
+pub mod registry;
 pub mod repository;
 pub mod request_scope;
 mod shard;
@@ -68,7 +69,16 @@ pub use error::{DefinitionError, ExecutionError, StepError};
 pub use execution::{SagaExecution, SagaStatus, StepStatus};
 pub use manager::{RunOptions, RunOutcome, SagaError, SagaManager};
 pub use message::{SagaRequest, SagaResponse, SagaResponseStatus};
+pub use registry::{Registry, SagaType};
 pub use repository::{InMemoryRepository, SagaExecutionRepository};
+
+/// What generated code refers to. Not a public API: it changes without notice.
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+
+    pub use crate::registry::SagaRegistration;
+}
 
 /// The names a saga author needs, in one import.
 pub mod prelude {
@@ -76,8 +86,8 @@ pub mod prelude {
 
     pub use crate::{
         Broker, Context, DefinitionError, ExecutionError, InMemoryRepository, InProcessBroker,
-        RunOptions, RunOutcome, Saga, SagaContext, SagaDefinition, SagaError, SagaExecution,
-        SagaExecutionRepository, SagaManager, SagaRequest, SagaResponse, SagaResponseStatus,
-        SagaStatus, StepError, StepStatus,
+        Registry, RunOptions, RunOutcome, Saga, SagaContext, SagaDefinition, SagaError,
+        SagaExecution, SagaExecutionRepository, SagaManager, SagaRequest, SagaResponse,
+        SagaResponseStatus, SagaStatus, SagaType, StepError, StepStatus,
     };
 }

@@ -8,6 +8,7 @@
 
 mod fingerprint;
 pub(crate) mod handler;
+mod mermaid;
 
 use std::fmt;
 use std::sync::Arc;

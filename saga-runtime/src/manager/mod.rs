@@ -34,6 +34,7 @@ use crate::execution::{
 };
 use crate::locks::ExecutionLocks;
 use crate::message::{BrokerMessage, SagaResponse, header};
+use crate::registry::{Registry, SagaType};
 use crate::repository::{InMemoryRepository, SagaExecutionRepository};
 use crate::request_scope::RequestHeaders;
 use crate::shard::ShardedMap;
@@ -153,9 +154,17 @@ pub struct SagaManagerBuilder {
     repository: Option<Arc<dyn SagaExecutionRepository>>,
     broker: Option<Arc<dyn Broker>>,
     commit_timeout: Duration,
+    registry: Registry,
 }
 
 impl SagaManagerBuilder {
+    /// The sagas whose stored executions this manager can resume by name (default: none; sagas
+    /// started with [`SagaManager::run`] are known from then on). See [`Registry::from_inventory`].
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
     /// The repository (default: a new [`InMemoryRepository`]).
     pub fn repository(mut self, repository: impl SagaExecutionRepository) -> Self {
         self.repository = Some(Arc::new(repository));
@@ -208,6 +217,9 @@ impl SagaManagerBuilder {
             parked: ShardedMap::default(),
             counters: Counters::default(),
         });
+        for saga in self.registry.erased() {
+            inner.register_erased(saga)?;
+        }
         let listener = tokio::spawn(listen(Arc::downgrade(&inner), subscription));
         Ok(SagaManager {
             inner,
@@ -233,6 +245,7 @@ impl SagaManager {
             repository: None,
             broker: None,
             commit_timeout: Duration::from_secs(30),
+            registry: Registry::empty(),
         }
     }
 
@@ -268,6 +281,15 @@ impl SagaManager {
         definition: impl IntoDefinition<C>,
     ) -> Result<(), SagaError> {
         self.inner.register(definition.into_definition())
+    }
+
+    /// Starts an execution of saga type `T` (a `#[saga]` type, or any [`SagaType`]) with `context`.
+    pub async fn run_saga<T: SagaType>(
+        &self,
+        context: T::Context,
+        options: RunOptions,
+    ) -> Result<RunOutcome<T::Context>, SagaError> {
+        self.run(T::definition(), context, options).await
     }
 
     /// Starts an execution of `definition` with `context`.
@@ -388,7 +410,7 @@ impl SagaManager {
 }
 
 /// What advances an execution.
-enum Input {
+pub(crate) enum Input {
     Start,
     Reply(SagaResponse),
     Expire(Uuid),
@@ -424,20 +446,20 @@ struct Parked {
 }
 
 /// Where an execution to advance comes from.
-enum Source {
+pub(crate) enum Source {
     Parked(Box<dyn Any + Send>),
     Stored(Box<ExecutionRecord>),
 }
 
 /// The result of advancing a registered saga's execution.
-struct Advanced {
+pub(crate) struct Advanced {
     outcome: ReplyOutcome,
     /// The execution, when it was asked back (it is parked again or handed to its run).
     execution: Option<Box<dyn Any + Send>>,
     failure: Option<ExecutionError>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     env: ExecutionEnv,
     repository: Arc<dyn SagaExecutionRepository>,
     broker: Arc<dyn Broker>,
@@ -457,16 +479,20 @@ impl Inner {
         {
             return Ok(());
         }
+        self.register_erased(Arc::new(Typed(definition)))
+    }
+
+    fn register_erased(&self, saga: Arc<dyn ErasedSaga>) -> Result<(), SagaError> {
         let mut sagas = self.sagas.write().unwrap_or_else(PoisonError::into_inner);
-        match sagas.get(definition.name()) {
-            Some(known) if known.fingerprint() == definition.fingerprint() => Ok(()),
+        match sagas.get(saga.name()) {
+            Some(known) if known.fingerprint() == saga.fingerprint() => Ok(()),
             Some(known) => Err(SagaError::ConflictingDefinition {
-                name: definition.name().to_owned(),
+                name: saga.name().to_owned(),
                 registered: known.fingerprint(),
-                offered: definition.fingerprint(),
+                offered: saga.fingerprint(),
             }),
             None => {
-                sagas.insert(definition.name().to_owned(), Arc::new(Typed(definition)));
+                sagas.insert(saga.name().to_owned(), saga);
                 Ok(())
             }
         }
@@ -784,8 +810,13 @@ impl Inner {
 
 /// A registered definition, with its context type erased.
 #[async_trait]
-trait ErasedSaga: Send + Sync {
+pub(crate) trait ErasedSaga: Send + Sync {
+    fn name(&self) -> &str;
+
     fn fingerprint(&self) -> Fingerprint;
+
+    /// The step graph as a Mermaid flowchart.
+    fn to_mermaid(&self) -> String;
 
     /// Advances an execution of this saga; with `keep`, hands the execution back.
     async fn advance(
@@ -798,12 +829,20 @@ trait ErasedSaga: Send + Sync {
     ) -> Result<Advanced, SagaError>;
 }
 
-struct Typed<C>(Arc<SagaDefinition<C>>);
+pub(crate) struct Typed<C>(pub(crate) Arc<SagaDefinition<C>>);
 
 #[async_trait]
 impl<C: Context> ErasedSaga for Typed<C> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
     fn fingerprint(&self) -> Fingerprint {
         self.0.fingerprint()
+    }
+
+    fn to_mermaid(&self) -> String {
+        self.0.to_mermaid()
     }
 
     async fn advance(
