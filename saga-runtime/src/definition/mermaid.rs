@@ -58,7 +58,7 @@ fn render<C>(
                 for (alternative_index, alternative) in conditional.alternatives.iter().enumerate()
                 {
                     branches.push((
-                        format!("{}", alternative.condition.name),
+                        alternative.condition.name.to_owned(),
                         format!("{id}_if{}_", alternative_index + 1),
                         &alternative.saga,
                     ));
