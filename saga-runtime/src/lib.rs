@@ -60,6 +60,7 @@ pub mod registry;
 pub mod repository;
 pub mod request_scope;
 mod shard;
+mod step_def;
 
 pub use broker::{Broker, InProcessBroker};
 pub use committer::TransactionCommitter;
@@ -75,9 +76,16 @@ pub use repository::{InMemoryRepository, SagaExecutionRepository};
 /// What generated code refers to. Not a public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
+    pub use std::sync::{Arc, OnceLock};
+
     pub use inventory;
 
-    pub use crate::registry::SagaRegistration;
+    pub use crate::context::Context;
+    pub use crate::definition::{Saga, SagaDefinition};
+    pub use crate::error::StepError;
+    pub use crate::message::{SagaRequest, SagaResponse};
+    pub use crate::registry::{SagaRegistration, SagaType};
+    pub use crate::step_def::*;
 }
 
 /// The names a saga author needs, in one import.

@@ -18,6 +18,11 @@ use crate::definition::{Fingerprint, SagaDefinition};
 use crate::manager::{ErasedSaga, Typed};
 
 /// A saga known by its type: its definition is built once and shared.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a saga type",
+    label = "a sub-saga must be a `#[saga]` type",
+    note = "annotate `{Self}` with `#[saga(...)]`, or implement `SagaType` for it"
+)]
 pub trait SagaType: 'static {
     /// The saga's context type.
     type Context: Context;

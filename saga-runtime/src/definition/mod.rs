@@ -390,6 +390,12 @@ macro_rules! continue_saga {
             pub fn commit(self) -> Result<SagaDefinition<C>, DefinitionError> {
                 self.end().commit()
             }
+
+            /// Closes this step and returns the saga builder (to add steps in a loop, or from
+            /// code that only knows the saga).
+            pub fn end_step(self) -> Saga<C> {
+                self.end()
+            }
         }
     };
 }
