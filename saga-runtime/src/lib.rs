@@ -73,6 +73,50 @@ pub use message::{SagaRequest, SagaResponse, SagaResponseStatus};
 pub use registry::{Registry, SagaType};
 pub use repository::{InMemoryRepository, SagaExecutionRepository};
 
+/// Turns an `async fn(&mut Context) -> Result<(), StepError>` into a local saga step.
+///
+/// `#[local_step]`, `#[local_step(on_failure = undo, name = "persisted-name", params = EXPR)]`.
+/// The function's name is the step's persisted name unless `name` is given. `on_failure` names the
+/// compensation, `async fn(&mut Context) -> Result<(), StepError>` (or `(function, parameters)`
+/// for a handler with fixed parameters `async fn(&mut Context, &Params)`). `params` gives the step
+/// function itself fixed parameters (it then takes `(&mut Context, &Params)`).
+///
+/// What it generates: the function becomes a unit struct of the same name (so that
+/// `#[saga(steps = [...])]` can list it and check it) whose associated function `call` is the
+/// function as written, and an implementation of the hidden `StepDef` trait that adds the step
+/// with its handlers to a saga builder. Handler signatures are checked where they are named.
+#[cfg(feature = "macros")]
+pub use saga_macros::local_step;
+
+/// Turns an `async fn(&Context) -> Result<SagaRequest, StepError>` into a remote saga step.
+///
+/// `#[remote_step(on_success = done, on_error = refused, on_failure = undo, name = "...", params = EXPR)]`,
+/// every argument optional. `on_success` / `on_error` are `async fn(&mut Context, SagaResponse) ->
+/// Result<(), StepError>`; `on_failure` builds the compensating request like the step itself.
+/// Without `on_error`, an ERROR reply fails the step.
+///
+/// What it generates: as [`local_step`], a unit struct of the same name with the function as
+/// `call`, and the hidden `StepDef` implementation.
+#[cfg(feature = "macros")]
+pub use saga_macros::remote_step;
+
+/// Declares a saga on a unit struct.
+///
+/// `#[saga(name = "create-order", steps = [validate, charge, route = conditional(if_then(is_big,
+/// BigOrder), else_then(SmallOrder)), reserve], context = Type, crate = path)]`. `steps` lists
+/// functions annotated with [`local_step`] / [`remote_step`] in order; a conditional step is
+/// `name = conditional(...)` with one or more `if_then(condition, SubSaga)` (condition: `async
+/// fn(&Context) -> Result<bool, StepError>`, sub-saga: another `#[saga]` type) and at most one
+/// `else_then(SubSaga)`. `name` defaults to the struct's name in kebab case; `context` is needed
+/// only when every step is conditional; `crate` names the runtime when it is re-exported.
+///
+/// What it generates: an implementation of [`SagaType`] whose definition is built once, an
+/// `inventory` registration (see [`Registry::from_inventory`]), and compile-time checks: every
+/// listed item is a step, every step works on the same context, every sub-saga is a saga on that
+/// context, and no two steps share a persisted name.
+#[cfg(feature = "macros")]
+pub use saga_macros::saga;
+
 /// What generated code refers to. Not a public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
@@ -90,6 +134,8 @@ pub mod __private {
 
 /// The names a saga author needs, in one import.
 pub mod prelude {
+    #[cfg(feature = "macros")]
+    pub use crate::{local_step, remote_step, saga};
     pub use serde::{Deserialize, Serialize};
 
     pub use crate::{
