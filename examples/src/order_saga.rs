@@ -1,5 +1,6 @@
-//! The order saga: validate the order here, charge the payment service, reserve stock in the stock
-//! service; compensate in reverse order when something fails; close with a two-phase commit.
+//! The order saga, declared with the attribute macros: validate the order here, charge the payment
+//! service, reserve stock in the stock service; compensate in reverse order when something fails;
+//! close with a two-phase commit. (`quickstart.rs` shows the builder API.)
 //!
 //! Everything runs in one process on the embedded defaults: an in-process broker, in-memory
 //! storage, and in-process `payment` and `stock` participants. It runs twice: once on the happy
@@ -39,6 +40,7 @@ struct Reserve {
     quantity: u32,
 }
 
+#[local_step(on_failure = cancel_order)]
 async fn validate_order(order: &mut OrderState) -> Result<(), StepError> {
     if order.quantity == 0 || order.amount_cents == 0 {
         return Err(StepError::msg("an order needs a quantity and an amount"));
@@ -57,6 +59,7 @@ async fn cancel_order(order: &mut OrderState) -> Result<(), StepError> {
     Ok(())
 }
 
+#[remote_step(on_success = payment_done, on_failure = refund_payment)]
 async fn charge_payment(order: &OrderState) -> Result<SagaRequest, StepError> {
     println!("  [order]   -> CreatePayment {} cents", order.amount_cents);
     SagaRequest::new(
@@ -83,6 +86,7 @@ async fn refund_payment(order: &OrderState) -> Result<SagaRequest, StepError> {
     SagaRequest::new("RefundPayment", &order.payment_id)
 }
 
+#[remote_step(on_success = stock_reserved, on_failure = release_stock)]
 async fn reserve_stock(order: &OrderState) -> Result<SagaRequest, StepError> {
     println!(
         "  [order]   -> ReserveStock {} x {}",
@@ -113,21 +117,9 @@ async fn release_stock(order: &OrderState) -> Result<SagaRequest, StepError> {
     SagaRequest::new("ReleaseStock", &order.reservation_id)
 }
 
-fn create_order_saga() -> Result<SagaDefinition<OrderState>, DefinitionError> {
-    Saga::new("create-order")
-        .local_step("validate_order")
-        .on_execute(validate_order)
-        .on_failure(cancel_order)
-        .remote_step("charge_payment")
-        .on_execute(charge_payment)
-        .on_success(payment_done)
-        .on_failure(refund_payment)
-        .remote_step("reserve_stock")
-        .on_execute(reserve_stock)
-        .on_success(stock_reserved)
-        .on_failure(release_stock)
-        .commit()
-}
+/// The saga: its steps in order. Its persisted name is `create-order`.
+#[saga(name = "create-order", steps = [validate_order, charge_payment, reserve_stock])]
+struct CreateOrder;
 
 /// The stock service has 10 of everything.
 const STOCK_ON_HAND: u32 = 10;
@@ -217,9 +209,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manager = SagaManager::builder("order")
         .shared_broker(shared)
         .repository(InMemoryRepository::new())
+        .registry(Registry::from_inventory()?)
         .build()
         .await?;
-    let saga = Arc::new(create_order_saga()?);
 
     println!("== order 1: 2 x book, paid and reserved");
     let order = OrderState {
@@ -230,7 +222,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..OrderState::default()
     };
     let execution = manager
-        .run(Arc::clone(&saga), order, RunOptions::new().user("alice"))
+        .run_saga::<CreateOrder>(order, RunOptions::new().user("alice"))
         .await?
         .execution()
         .expect("the execution is returned by default");
@@ -249,11 +241,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..OrderState::default()
     };
     let execution = manager
-        .run(
-            Arc::clone(&saga),
-            order,
-            RunOptions::new().user("bob").raise_on_error(false),
-        )
+        .run_saga::<CreateOrder>(order, RunOptions::new().user("bob").raise_on_error(false))
         .await?
         .execution()
         .expect("the execution is returned by default");
@@ -271,5 +259,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     print_traffic(&broker);
+
+    println!("\n== the saga as a Mermaid flowchart");
+    print!("{}", CreateOrder::definition().to_mermaid());
     Ok(())
 }

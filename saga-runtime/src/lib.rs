@@ -117,6 +117,11 @@ pub use saga_macros::remote_step;
 #[cfg(feature = "macros")]
 pub use saga_macros::saga;
 
+/// The README's examples, compiled as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 /// What generated code refers to. Not a public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
