@@ -198,3 +198,50 @@ async fn every_execution_and_step_opens_a_span_with_stable_fields() {
         assert!(text.contains(step), "no `{step}` in:\n{text}");
     }
 }
+
+#[local_step]
+async fn reserve_dynamic(context: &mut SagaContext) -> Result<(), StepError> {
+    reserve(context).await
+}
+
+#[remote_step(on_success = charged)]
+async fn charge_dynamic(context: &SagaContext) -> Result<SagaRequest, StepError> {
+    charge(context).await
+}
+
+/// The dynamic saga above, declared with the macros.
+#[saga(name = "dynamic", steps = [reserve_dynamic, charge_dynamic])]
+struct DynamicSaga;
+
+#[tokio::test]
+async fn the_macros_take_the_dynamic_context_too() {
+    let harness = Harness::new().await;
+    let _payment = harness
+        .participant("payment")
+        .command("Charge", |_| (SagaResponseStatus::Success, json!("pay-9")))
+        .spawn()
+        .await
+        .expect("starts");
+    let context = SagaContext::new().with("amount", &9_u64).expect("encodes");
+    let execution = harness
+        .manager
+        .run_saga::<DynamicSaga>(context, RunOptions::new().autocommit(false))
+        .await
+        .expect("runs")
+        .execution()
+        .expect("returned");
+    assert_eq!(execution.status(), SagaStatus::Finished);
+    assert_eq!(execution.context().get::<u64>("reserved"), Ok(9));
+    assert_eq!(
+        execution.context().get::<String>("payment"),
+        Ok("pay-9".to_owned())
+    );
+    assert_eq!(
+        execution
+            .steps()
+            .iter()
+            .map(|step| step.name())
+            .collect::<Vec<_>>(),
+        ["reserve_dynamic", "charge_dynamic"]
+    );
+}
