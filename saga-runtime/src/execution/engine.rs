@@ -15,7 +15,9 @@ use crate::definition::{
     BoxFuture, Branch, ConditionalStep, LocalStep, RemoteStep, StepDefinition,
 };
 use crate::error::StepError;
-use crate::message::{BrokerMessage, Headers, SagaRequest, SagaResponse, SagaResponseStatus};
+use crate::message::{
+    BrokerMessage, Headers, SagaRequest, SagaResponse, SagaResponseStatus, header,
+};
 
 use super::ExecutionEnv;
 
@@ -74,10 +76,28 @@ impl<'r> Run<'r> {
     fn send(&mut self, request: SagaRequest) -> Uuid {
         let (target, content) = request.into_parts();
         let mut message = BrokerMessage::new(target, content).with_reply_to(self.env.reply_topic());
-        message.headers.clone_from(self.headers);
+        message.headers = self.command_headers();
         let id = message.id;
         self.outbox.push(message);
         id
+    }
+
+    /// The headers of a command: the inherited ones, with the execution's id as `saga`, nested in
+    /// the inherited `transactions`, and the acting user. Built per message, so that an advance
+    /// that sends nothing builds nothing.
+    fn command_headers(&self) -> Headers {
+        let mut headers = self.headers.clone();
+        let id = self.id.to_string();
+        let transactions = match self.headers.get(header::TRANSACTIONS) {
+            Some(outer) if !outer.is_empty() => format!("{outer},{id}"),
+            _ => id.clone(),
+        };
+        headers.insert(header::TRANSACTIONS.to_owned(), transactions);
+        headers.insert(header::SAGA.to_owned(), id);
+        if let Some(user) = self.user {
+            headers.insert(header::USER.to_owned(), user.to_owned());
+        }
+        headers
     }
 }
 

@@ -401,8 +401,7 @@ impl<C: Context> SagaExecution<C> {
             });
         }
         let definition = Arc::clone(&self.definition);
-        let headers = self.command_headers();
-        let mut run = engine::Run::new(self.id, self.user.as_deref(), env, &headers, outbox);
+        let mut run = engine::Run::new(self.id, self.user.as_deref(), env, &self.headers, outbox);
         let failed = engine::rollback_level(
             definition.steps(),
             &mut self.steps,
@@ -436,7 +435,6 @@ impl<C: Context> SagaExecution<C> {
         outbox: &mut Outbox,
     ) -> Result<(), ExecutionError> {
         let definition = Arc::clone(&self.definition);
-        let headers = self.command_headers();
         let index = self
             .steps
             .iter()
@@ -461,7 +459,7 @@ impl<C: Context> SagaExecution<C> {
                 what: name.to_owned(),
             });
         }
-        let mut run = engine::Run::new(self.id, self.user.as_deref(), env, &headers, outbox);
+        let mut run = engine::Run::new(self.id, self.user.as_deref(), env, &self.headers, outbox);
         let result = engine::compensate_step(
             &definition.steps()[index],
             &mut self.steps[index],
@@ -626,8 +624,7 @@ impl<C: Context> SagaExecution<C> {
         self.status = SagaStatus::Running;
         self.deadline_ms = None;
         let definition = Arc::clone(&self.definition);
-        let headers = self.command_headers();
-        let mut run = engine::Run::new(self.id, self.user.as_deref(), env, &headers, outbox);
+        let mut run = engine::Run::new(self.id, self.user.as_deref(), env, &self.headers, outbox);
         let outcome = engine::run_level(
             definition.steps(),
             &mut self.steps,
@@ -675,22 +672,6 @@ impl<C: Context> SagaExecution<C> {
         };
         self.touch();
         result
-    }
-
-    /// The headers of every command this execution sends.
-    fn command_headers(&self) -> Headers {
-        let mut headers = self.headers.clone();
-        let id = self.id.to_string();
-        let transactions = match self.headers.get(header::TRANSACTIONS) {
-            Some(outer) if !outer.is_empty() => format!("{outer},{id}"),
-            _ => id.clone(),
-        };
-        headers.insert(header::TRANSACTIONS.to_owned(), transactions);
-        headers.insert(header::SAGA.to_owned(), id);
-        if let Some(user) = &self.user {
-            headers.insert(header::USER.to_owned(), user.clone());
-        }
-        headers
     }
 
     fn touch(&mut self) {

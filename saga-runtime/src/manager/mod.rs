@@ -440,7 +440,7 @@ struct Completion {
 /// so the parked copy is the latest this process knows; a change by another process is caught by
 /// the store's compare-and-set.
 struct Parked {
-    saga: String,
+    saga: Arc<dyn ErasedSaga>,
     execution: Box<dyn Any + Send>,
     waiter: oneshot::Sender<Result<Completion, SagaError>>,
 }
@@ -513,7 +513,9 @@ impl Inner {
         execution: Box<SagaExecution<C>>,
         waiter: oneshot::Sender<Result<Completion, SagaError>>,
     ) {
-        let saga = execution.definition().name().to_owned();
+        let saga = self
+            .saga(execution.definition().name())
+            .unwrap_or_else(|| Arc::new(Typed(Arc::clone(execution.definition()))));
         self.parked.shard(&id).insert(
             id,
             Parked {
@@ -574,18 +576,9 @@ impl Inner {
             execution,
             waiter,
         } = parked;
-        let advanced = match self.saga(&saga) {
-            Some(erased) => {
-                erased
-                    .advance(self, id, Source::Parked(execution), input, true)
-                    .await
-            }
-            None => Err(LoadError::UnknownSaga {
-                id,
-                saga: saga.clone(),
-            }
-            .into()),
-        };
+        let advanced = saga
+            .advance(self, id, Source::Parked(execution), input, true)
+            .await;
         match advanced {
             Ok(Advanced {
                 outcome,
