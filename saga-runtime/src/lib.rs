@@ -42,9 +42,13 @@
 //! assert_eq!(saga.steps().len(), 2);
 //! ```
 //!
-//! The pieces, one module each: [`definition`] (builder, validation, fingerprint), [`execution`]
-//! (the state machine), [`context`], [`message`], [`committer`] (two-phase commit), [`broker`],
-//! [`repository`], [`manager`] (runs and resumes executions).
+//! Sagas are usually declared with the attribute macros [`saga`], [`local_step`] and
+//! [`remote_step`] (see the README); the builder above makes the same definitions at run time.
+//!
+//! The pieces, one module each: [`definition`] (builder, validation, fingerprint, Mermaid
+//! rendering), [`execution`] (the state machine), [`context`], [`message`], [`committer`]
+//! (two-phase commit), [`broker`], [`repository`], [`registry`] (sagas by name), [`manager`] (runs
+//! and resumes executions), [`participant`] (an in-process participant), [`request_scope`].
 
 pub mod broker;
 pub mod committer;
