@@ -1,7 +1,7 @@
 //! The manager: starts executions, resumes them with replies, enforces timeouts, and runs the
 //! two-phase commit when they end.
 //!
-//! Every path that changes an execution goes through [`Inner::drive`] under the execution's lock:
+//! Every path that changes an execution goes through `Inner::drive` under the execution's lock:
 //! run the engine, store the new state, then publish what the engine emitted (store first, so that no
 //! message is ever sent for a state that was not stored), then commit or reject the transaction.
 //! Waiting "in memory" is the same path: the execution is stored at its pause and the caller waits
@@ -436,7 +436,7 @@ struct Completion {
 
 /// An execution whose run waits in memory: kept decoded, so that its replies need no load.
 ///
-/// Every change in this process goes through [`Inner::advance_stored`] under the execution's lock,
+/// Every change in this process goes through `Inner::advance_stored` under the execution's lock,
 /// so the parked copy is the latest this process knows; a change by another process is caught by
 /// the store's compare-and-set.
 struct Parked {
