@@ -1,9 +1,13 @@
 //! Conditional steps run through the manager: an inner remote step pauses and resumes the outer
 //! saga, the branch is chosen once, a failing sub-saga rolls back its own steps before the outer
 //! ones, a step without a matching branch does nothing, and a failing condition fails the step.
+//!
+//! Every scenario runs twice, as `<scenario>::builder` and `<scenario>::macros`: once with the sagas
+//! built with the builder API, once with the same sagas declared with the attribute macros (same
+//! step code, same handlers, same persisted names, sub-sagas as `#[saga]` types).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
 
 use saga_runtime::definition::Branch;
 use saga_runtime::execution::StepExecution;
@@ -36,6 +40,9 @@ async fn condition_fails(_trip: &Trip) -> Result<bool, StepError> {
     Err(StepError::msg("the condition cannot be evaluated"))
 }
 
+// The step functions are the `on_execute` code of both definitions: the macro declares the step
+// from the function, the builder names its code `prepare::call`.
+#[local_step(on_failure = undo_prepare)]
 async fn prepare(trip: &mut Trip) -> Result<(), StepError> {
     trip.log.push("prepare".to_owned());
     Ok(())
@@ -46,6 +53,7 @@ async fn undo_prepare(trip: &mut Trip) -> Result<(), StepError> {
     Ok(())
 }
 
+#[remote_step(name = "pay", on_success = payment_created, on_failure = refund_payment)]
 async fn create_payment(_trip: &Trip) -> Result<SagaRequest, StepError> {
     SagaRequest::new("CreatePayment", &json!({"amount": 10}))
 }
@@ -59,6 +67,7 @@ async fn refund_payment(_trip: &Trip) -> Result<SagaRequest, StepError> {
     SagaRequest::new("RefundPayment", &json!({"amount": 10}))
 }
 
+#[remote_step(on_success = ticket_created, on_failure = cancel_ticket)]
 async fn create_ticket(_trip: &Trip) -> Result<SagaRequest, StepError> {
     SagaRequest::new("CreateTicket", &json!({"seat": "12A"}))
 }
@@ -74,10 +83,12 @@ async fn cancel_ticket(trip: &Trip) -> Result<SagaRequest, StepError> {
     SagaRequest::new("CancelTicket", &trip.ticket)
 }
 
+#[local_step]
 async fn fail(_trip: &mut Trip) -> Result<(), StepError> {
     Err(StepError::msg("the second inner step fails"))
 }
 
+#[local_step(on_failure = undo_hold)]
 async fn hold(trip: &mut Trip) -> Result<(), StepError> {
     trip.log.push("hold".to_owned());
     Ok(())
@@ -88,6 +99,7 @@ async fn undo_hold(trip: &mut Trip) -> Result<(), StepError> {
     Ok(())
 }
 
+#[local_step]
 async fn confirm(trip: &mut Trip) -> Result<(), StepError> {
     let ticket = trip
         .ticket
@@ -103,21 +115,322 @@ async fn confirm(trip: &mut Trip) -> Result<(), StepError> {
 fn ticketing_saga(calls: Arc<AtomicUsize>) -> SagaDefinition<Trip> {
     let ticketing = Saga::new("ticketing")
         .remote_step("create_ticket")
-        .on_execute(create_ticket)
+        .on_execute(create_ticket::call)
         .on_success(ticket_created)
         .on_failure(cancel_ticket)
         .commit()
         .expect("a valid sub-saga");
     Saga::new("trip")
         .local_step("prepare")
-        .on_execute(prepare)
+        .on_execute(prepare::call)
         .on_failure(undo_prepare)
         .conditional_step("route")
         .if_then_with(needs_ticket, calls, ticketing)
         .local_step("confirm")
-        .on_execute(confirm)
+        .on_execute(confirm::call)
         .commit()
         .expect("a valid saga")
+}
+
+/// The sub-saga that never runs (its condition never holds in these tests).
+fn never_saga() -> SagaDefinition<Trip> {
+    Saga::new("never")
+        .local_step("never")
+        .on_execute(confirm::call)
+        .commit()
+        .expect("a valid sub-saga")
+}
+
+/// `prepare`, `pay` (remote), `route` (if the trip needs a ticket: `never`, else `fallback`: a
+/// remote `ticket` step then a failing local step), `confirm`.
+fn trip_else_saga(calls: Arc<AtomicUsize>) -> SagaDefinition<Trip> {
+    let fallback = Saga::new("fallback")
+        .remote_step("ticket")
+        .on_execute(create_ticket::call)
+        .on_success(ticket_created)
+        .on_failure(cancel_ticket)
+        .local_step("fail")
+        .on_execute(fail::call)
+        .commit()
+        .expect("a valid sub-saga");
+    Saga::new("trip-else")
+        .local_step("prepare")
+        .on_execute(prepare::call)
+        .on_failure(undo_prepare)
+        .remote_step("pay")
+        .on_execute(create_payment::call)
+        .on_success(payment_created)
+        .on_failure(refund_payment)
+        .conditional_step("route")
+        .if_then_with(needs_ticket, calls, never_saga())
+        .else_then(fallback)
+        .local_step("confirm")
+        .on_execute(confirm::call)
+        .commit()
+        .expect("a valid saga")
+}
+
+/// `prepare`, `route` (if the trip needs a ticket: `never`, else `fallback-local`: a compensable
+/// local `hold` then a failing local step), `confirm`.
+fn trip_else_local_saga(calls: Arc<AtomicUsize>) -> SagaDefinition<Trip> {
+    let fallback = Saga::new("fallback-local")
+        .local_step("hold")
+        .on_execute(hold::call)
+        .on_failure(undo_hold)
+        .local_step("fail")
+        .on_execute(fail::call)
+        .commit()
+        .expect("a valid sub-saga");
+    Saga::new("trip-else-local")
+        .local_step("prepare")
+        .on_execute(prepare::call)
+        .on_failure(undo_prepare)
+        .conditional_step("route")
+        .if_then_with(needs_ticket, calls, never_saga())
+        .else_then(fallback)
+        .local_step("confirm")
+        .on_execute(confirm::call)
+        .commit()
+        .expect("a valid saga")
+}
+
+/// Only `route`: if the trip needs a ticket, `ticketing` (without compensation); no else.
+fn trip_no_match_saga(calls: Arc<AtomicUsize>) -> SagaDefinition<Trip> {
+    let ticketing = Saga::new("ticketing")
+        .remote_step("create_ticket")
+        .on_execute(create_ticket::call)
+        .on_success(ticket_created)
+        .commit()
+        .expect("a valid sub-saga");
+    Saga::new("trip-no-match")
+        .conditional_step("route")
+        .if_then_with(needs_ticket, calls, ticketing)
+        .commit()
+        .expect("a valid saga")
+}
+
+/// `prepare`, `route` (whose condition fails), `confirm`.
+fn trip_bad_condition_saga() -> SagaDefinition<Trip> {
+    let ticketing = Saga::new("ticketing")
+        .remote_step("create_ticket")
+        .on_execute(create_ticket::call)
+        .commit()
+        .expect("a valid sub-saga");
+    Saga::new("trip-bad-condition")
+        .local_step("prepare")
+        .on_execute(prepare::call)
+        .on_failure(undo_prepare)
+        .conditional_step("route")
+        .if_then(condition_fails, ticketing)
+        .local_step("confirm")
+        .on_execute(confirm::call)
+        .commit()
+        .expect("a valid saga")
+}
+
+// The same sagas declared with the attribute macros. A condition of the attribute grammar takes no
+// fixed parameters, so each macro saga counts its condition calls in its own counter of
+// `MACRO_CALLS` (each macro saga runs in one test only). Three sub-sagas are named `ticketing`
+// like their builder twins; this binary never gathers its sagas into a registry.
+
+/// The condition calls of the macro sagas, one counter per saga.
+static MACRO_CALLS: LazyLock<[Arc<AtomicUsize>; 4]> = LazyLock::new(Default::default);
+
+/// `needs_ticket`, counted in `MACRO_CALLS[N]`.
+async fn needs_ticket_counted<const N: usize>(trip: &Trip) -> Result<bool, StepError> {
+    needs_ticket(trip, &MACRO_CALLS[N]).await
+}
+
+/// A builder saga made with a fresh condition counter, and that counter.
+fn counted(
+    build: impl FnOnce(Arc<AtomicUsize>) -> SagaDefinition<Trip>,
+) -> (Arc<SagaDefinition<Trip>>, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    (Arc::new(build(Arc::clone(&calls))), calls)
+}
+
+/// Macro saga `T`, whose condition counts in `MACRO_CALLS[counter]`, and that counter.
+fn counted_macro<T: SagaType<Context = Trip>>(
+    counter: usize,
+) -> (Arc<SagaDefinition<Trip>>, Arc<AtomicUsize>) {
+    (T::definition(), Arc::clone(&MACRO_CALLS[counter]))
+}
+
+#[saga(name = "ticketing", steps = [create_ticket])]
+struct Ticketing;
+
+#[saga(
+    name = "trip",
+    steps = [
+        prepare,
+        route = conditional(if_then(needs_ticket_counted::<0>, Ticketing)),
+        confirm,
+    ]
+)]
+struct TicketedTrip;
+
+#[local_step(name = "never")]
+async fn never(trip: &mut Trip) -> Result<(), StepError> {
+    confirm::call(trip).await
+}
+
+#[saga(name = "never", steps = [never])]
+struct Never;
+
+#[remote_step(name = "ticket", on_success = ticket_created, on_failure = cancel_ticket)]
+async fn fallback_ticket(trip: &Trip) -> Result<SagaRequest, StepError> {
+    create_ticket::call(trip).await
+}
+
+#[saga(name = "fallback", steps = [fallback_ticket, fail])]
+struct Fallback;
+
+#[saga(
+    name = "trip-else",
+    steps = [
+        prepare,
+        create_payment,
+        route = conditional(if_then(needs_ticket_counted::<1>, Never), else_then(Fallback)),
+        confirm,
+    ]
+)]
+struct TripElse;
+
+#[saga(name = "fallback-local", steps = [hold, fail])]
+struct FallbackLocal;
+
+#[saga(
+    name = "trip-else-local",
+    steps = [
+        prepare,
+        route = conditional(if_then(needs_ticket_counted::<2>, Never), else_then(FallbackLocal)),
+        confirm,
+    ]
+)]
+struct TripElseLocal;
+
+#[remote_step(name = "create_ticket", on_success = ticket_created)]
+async fn create_ticket_without_compensation(trip: &Trip) -> Result<SagaRequest, StepError> {
+    create_ticket::call(trip).await
+}
+
+#[saga(name = "ticketing", steps = [create_ticket_without_compensation])]
+struct TicketingWithoutCompensation;
+
+#[saga(
+    name = "trip-no-match",
+    context = Trip,
+    steps = [route = conditional(if_then(needs_ticket_counted::<3>, TicketingWithoutCompensation))]
+)]
+struct TripNoMatch;
+
+#[remote_step(name = "create_ticket")]
+async fn create_ticket_without_handlers(trip: &Trip) -> Result<SagaRequest, StepError> {
+    create_ticket::call(trip).await
+}
+
+#[saga(name = "ticketing", steps = [create_ticket_without_handlers])]
+struct TicketingWithoutHandlers;
+
+#[saga(
+    name = "trip-bad-condition",
+    steps = [
+        prepare,
+        route = conditional(if_then(condition_fails, TicketingWithoutHandlers)),
+        confirm,
+    ]
+)]
+struct TripBadCondition;
+
+/// Declares each scenario as two tests, `<scenario>::builder` and `<scenario>::macros`, that differ
+/// only by the definition of the saga (and of its condition counter).
+macro_rules! with_both_definitions {
+    ($($scenario:ident: builder = $builder:expr, macros = $declared:expr;)+) => {$(
+        mod $scenario {
+            use super::*;
+
+            #[tokio::test]
+            async fn builder() {
+                let (saga, calls) = $builder;
+                super::$scenario(saga, calls).await;
+            }
+
+            #[tokio::test]
+            async fn macros() {
+                let (saga, calls) = $declared;
+                super::$scenario(saga, calls).await;
+            }
+        }
+    )+};
+}
+
+with_both_definitions! {
+    inner_remote_step_pauses_the_outer_saga_and_the_reply_finishes_it:
+        builder = counted(ticketing_saga), macros = counted_macro::<TicketedTrip>(0);
+    failing_else_branch_rolls_back_inner_steps_once_then_outer_steps:
+        builder = counted(trip_else_saga), macros = counted_macro::<TripElse>(1);
+    failing_local_else_branch_compensates_inner_then_outer_in_the_context_log:
+        builder = counted(trip_else_local_saga), macros = counted_macro::<TripElseLocal>(2);
+    no_matching_branch_and_no_else_does_nothing:
+        builder = counted(trip_no_match_saga), macros = counted_macro::<TripNoMatch>(3);
+}
+
+mod a_failing_condition_fails_the_step_and_the_saga {
+    use super::*;
+
+    #[tokio::test]
+    async fn builder() {
+        super::a_failing_condition_fails_the_step_and_the_saga(Arc::new(trip_bad_condition_saga()))
+            .await;
+    }
+
+    #[tokio::test]
+    async fn macros() {
+        super::a_failing_condition_fails_the_step_and_the_saga(TripBadCondition::definition())
+            .await;
+    }
+}
+
+#[test]
+fn the_macro_sagas_are_the_builder_sagas() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    for (built, declared) in [
+        (
+            ticketing_saga(Arc::clone(&calls)),
+            TicketedTrip::definition(),
+        ),
+        (trip_else_saga(Arc::clone(&calls)), TripElse::definition()),
+        (
+            trip_else_local_saga(Arc::clone(&calls)),
+            TripElseLocal::definition(),
+        ),
+        (
+            trip_no_match_saga(Arc::clone(&calls)),
+            TripNoMatch::definition(),
+        ),
+        (trip_bad_condition_saga(), TripBadCondition::definition()),
+    ] {
+        assert_eq!(declared.name(), built.name());
+        assert_eq!(
+            declared.fingerprint(),
+            built.fingerprint(),
+            "{}",
+            built.name()
+        );
+        assert_eq!(
+            declared
+                .steps()
+                .iter()
+                .map(|step| (step.name(), step.kind()))
+                .collect::<Vec<_>>(),
+            built
+                .steps()
+                .iter()
+                .map(|step| (step.name(), step.kind()))
+                .collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 
 fn command(harness: &Harness, topic: &str) -> BrokerMessage {
@@ -130,12 +443,12 @@ fn command(harness: &Harness, topic: &str) -> BrokerMessage {
     found.remove(0)
 }
 
-#[tokio::test]
-async fn inner_remote_step_pauses_the_outer_saga_and_the_reply_finishes_it() {
+async fn inner_remote_step_pauses_the_outer_saga_and_the_reply_finishes_it(
+    saga: Arc<SagaDefinition<Trip>>,
+    calls: Arc<AtomicUsize>,
+) {
     let harness = Harness::new().await;
     let _participants = harness.accepting(&["order", "ticket"]).await;
-    let calls = Arc::new(AtomicUsize::new(0));
-    let saga = Arc::new(ticketing_saga(Arc::clone(&calls)));
     let trip = Trip {
         needs_ticket: true,
         ..Trip::default()
@@ -264,8 +577,10 @@ async fn inner_remote_step_pauses_the_outer_saga_and_the_reply_finishes_it() {
     );
 }
 
-#[tokio::test]
-async fn failing_else_branch_rolls_back_inner_steps_once_then_outer_steps() {
+async fn failing_else_branch_rolls_back_inner_steps_once_then_outer_steps(
+    saga: Arc<SagaDefinition<Trip>>,
+    calls: Arc<AtomicUsize>,
+) {
     let harness = Harness::new().await;
     let _order = harness.accepting(&["order"]).await;
     let _payment = harness
@@ -284,38 +599,6 @@ async fn failing_else_branch_rolls_back_inner_steps_once_then_outer_steps() {
         .spawn()
         .await
         .expect("the participant starts");
-    let calls = Arc::new(AtomicUsize::new(0));
-    let fallback = Saga::new("fallback")
-        .remote_step("ticket")
-        .on_execute(create_ticket)
-        .on_success(ticket_created)
-        .on_failure(cancel_ticket)
-        .local_step("fail")
-        .on_execute(fail)
-        .commit()
-        .expect("a valid sub-saga");
-    let never = Saga::new("never")
-        .local_step("never")
-        .on_execute(confirm)
-        .commit()
-        .expect("a valid sub-saga");
-    let saga = Arc::new(
-        Saga::new("trip-else")
-            .local_step("prepare")
-            .on_execute(prepare)
-            .on_failure(undo_prepare)
-            .remote_step("pay")
-            .on_execute(create_payment)
-            .on_success(payment_created)
-            .on_failure(refund_payment)
-            .conditional_step("route")
-            .if_then_with(needs_ticket, Arc::clone(&calls), never)
-            .else_then(fallback)
-            .local_step("confirm")
-            .on_execute(confirm)
-            .commit()
-            .expect("a valid saga"),
-    );
 
     let execution = harness
         .manager
@@ -392,35 +675,12 @@ async fn failing_else_branch_rolls_back_inner_steps_once_then_outer_steps() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
-#[tokio::test]
-async fn failing_local_else_branch_compensates_inner_then_outer_in_the_context_log() {
+async fn failing_local_else_branch_compensates_inner_then_outer_in_the_context_log(
+    saga: Arc<SagaDefinition<Trip>>,
+    calls: Arc<AtomicUsize>,
+) {
     let harness = Harness::new().await;
     let _order = harness.accepting(&["order"]).await;
-    let calls = Arc::new(AtomicUsize::new(0));
-    let fallback = Saga::new("fallback-local")
-        .local_step("hold")
-        .on_execute(hold)
-        .on_failure(undo_hold)
-        .local_step("fail")
-        .on_execute(fail)
-        .commit()
-        .expect("a valid sub-saga");
-    let never = Saga::new("never")
-        .local_step("never")
-        .on_execute(confirm)
-        .commit()
-        .expect("a valid sub-saga");
-    let saga = Saga::new("trip-else-local")
-        .local_step("prepare")
-        .on_execute(prepare)
-        .on_failure(undo_prepare)
-        .conditional_step("route")
-        .if_then_with(needs_ticket, Arc::clone(&calls), never)
-        .else_then(fallback)
-        .local_step("confirm")
-        .on_execute(confirm)
-        .commit()
-        .expect("a valid saga");
 
     let execution = harness
         .manager
@@ -450,22 +710,12 @@ async fn failing_local_else_branch_compensates_inner_then_outer_in_the_context_l
     assert_eq!(harness.sent_topics(), vec!["_RejectOrderTransaction"]);
 }
 
-#[tokio::test]
-async fn no_matching_branch_and_no_else_does_nothing() {
+async fn no_matching_branch_and_no_else_does_nothing(
+    saga: Arc<SagaDefinition<Trip>>,
+    calls: Arc<AtomicUsize>,
+) {
     let harness = Harness::new().await;
     let _participants = harness.accepting(&["order"]).await;
-    let calls = Arc::new(AtomicUsize::new(0));
-    let ticketing = Saga::new("ticketing")
-        .remote_step("create_ticket")
-        .on_execute(create_ticket)
-        .on_success(ticket_created)
-        .commit()
-        .expect("a valid sub-saga");
-    let saga = Saga::new("trip-no-match")
-        .conditional_step("route")
-        .if_then_with(needs_ticket, Arc::clone(&calls), ticketing)
-        .commit()
-        .expect("a valid saga");
     let trip = Trip {
         log: vec!["before".to_owned()],
         ticket: Some("old".to_owned()),
@@ -495,27 +745,9 @@ async fn no_matching_branch_and_no_else_does_nothing() {
     );
 }
 
-#[tokio::test]
-async fn a_failing_condition_fails_the_step_and_the_saga() {
+async fn a_failing_condition_fails_the_step_and_the_saga(saga: Arc<SagaDefinition<Trip>>) {
     let harness = Harness::new().await;
     let _participants = harness.accepting(&["order"]).await;
-    let ticketing = Saga::new("ticketing")
-        .remote_step("create_ticket")
-        .on_execute(create_ticket)
-        .commit()
-        .expect("a valid sub-saga");
-    let saga = Arc::new(
-        Saga::new("trip-bad-condition")
-            .local_step("prepare")
-            .on_execute(prepare)
-            .on_failure(undo_prepare)
-            .conditional_step("route")
-            .if_then(condition_fails, ticketing)
-            .local_step("confirm")
-            .on_execute(confirm)
-            .commit()
-            .expect("a valid saga"),
-    );
 
     let execution = harness
         .manager

@@ -1,15 +1,22 @@
 //! Remote steps driven by hand: a saga paused on disk, resumed with replies built from the commands
 //! it published, and its failures (failing handlers, refusals, failing `on_execute`, manual
 //! rollback), checked through the statuses, the context and the exact messages published.
+//!
+//! Every scenario runs twice, as `<scenario>::builder` and `<scenario>::macros`: once with the saga
+//! built with the builder API, once with the same saga declared with the attribute macros (same
+//! step code, same handlers, same persisted names). The definition is the only difference. A
+//! stored execution of the macro saga is also resumed by a second manager that finds the saga by
+//! name in its registry.
 
 use std::sync::Arc;
 
+use saga_runtime::error::LoadError;
 use saga_runtime::execution::{ExecutionEnv, Outbox, ReplyRejection, StepExecution};
 use saga_runtime::manager::ReplyOutcome;
 use saga_runtime::message::BrokerMessage;
 use saga_runtime::participant::InProcessParticipant;
 use saga_runtime::prelude::*;
-use saga_tests::{Harness, Sent, command, reply_to, summaries, transaction};
+use saga_tests::{Harness, SERVICE, Sent, command, reply_to, summaries, transaction};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -25,6 +32,9 @@ struct Booking {
     fail_ticket_created: bool,
 }
 
+// The step functions are the `on_execute` code of both definitions: the macro declares the step
+// from the function, the builder names its code `create_order::call`.
+#[remote_step(on_success = order_created, on_error = order_refused, on_failure = delete_order)]
 async fn create_order(booking: &Booking) -> Result<SagaRequest, StepError> {
     SagaRequest::new("CreateOrder", &json!({ "item": booking.item }))
 }
@@ -46,6 +56,7 @@ async fn delete_order(booking: &Booking) -> Result<SagaRequest, StepError> {
     SagaRequest::new("DeleteOrder", &json!({ "order": booking.order_id }))
 }
 
+#[remote_step(on_success = ticket_created, on_failure = delete_ticket)]
 async fn create_ticket(booking: &Booking) -> Result<SagaRequest, StepError> {
     if booking.fail_create_ticket {
         return Err(StepError::msg("no ticket can be built"));
@@ -71,22 +82,80 @@ async fn delete_ticket(booking: &Booking) -> Result<SagaRequest, StepError> {
     )
 }
 
-/// Step 1 `create_order` (with `on_error`), step 2 `create_ticket` (without `on_error`).
+/// Step 1 `create_order` (with `on_error`), step 2 `create_ticket` (without `on_error`), built with
+/// the builder API.
 fn booking_saga() -> Arc<SagaDefinition<Booking>> {
     Arc::new(
         Saga::new("book-ticket")
             .remote_step("create_order")
-            .on_execute(create_order)
+            .on_execute(create_order::call)
             .on_success(order_created)
             .on_error(order_refused)
             .on_failure(delete_order)
             .remote_step("create_ticket")
-            .on_execute(create_ticket)
+            .on_execute(create_ticket::call)
             .on_success(ticket_created)
             .on_failure(delete_ticket)
             .commit()
             .expect("a valid saga"),
     )
+}
+
+/// The same saga declared with the attribute macros.
+#[saga(name = "book-ticket", steps = [create_order, create_ticket])]
+struct BookTicket;
+
+/// Declares each scenario as two tests, `<scenario>::builder` and `<scenario>::macros`, that differ
+/// only by the definition of the booking saga.
+macro_rules! with_both_definitions {
+    ($($scenario:ident),+ $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test]
+            async fn builder() {
+                super::$scenario(super::booking_saga()).await;
+            }
+
+            #[tokio::test]
+            async fn macros() {
+                super::$scenario(<super::BookTicket as super::SagaType>::definition()).await;
+            }
+        }
+    )+};
+}
+
+with_both_definitions!(
+    running_pauses_on_disk_after_publishing_the_first_command,
+    a_success_reply_finishes_the_step_and_sends_the_next_command,
+    a_failing_on_success_of_the_last_step_compensates_it_then_the_earlier_steps,
+    an_error_reply_with_on_error_runs_the_handler_and_continues,
+    an_error_reply_without_on_error_fails_the_step_without_self_compensation,
+    a_system_error_reply_fails_the_step_without_self_compensation,
+    a_failing_remote_on_execute_sends_nothing_and_compensates_the_earlier_steps,
+    a_manual_rollback_compensates_the_finished_steps_once,
+    a_failing_on_error_compensates_its_own_step,
+    replies_that_fit_no_waiting_command_change_nothing,
+    rolling_back_a_finished_execution_compensates_without_touching_its_committed_transaction,
+    the_engine_rollback_of_a_finished_execution_leaves_it_errored,
+);
+
+#[test]
+fn the_macro_saga_is_the_builder_saga() {
+    let built = booking_saga();
+    let declared = BookTicket::definition();
+    assert_eq!(declared.name(), built.name());
+    assert_eq!(declared.fingerprint(), built.fingerprint());
+    assert_eq!(
+        declared
+            .steps()
+            .iter()
+            .map(|step| (step.name(), step.kind()))
+            .collect::<Vec<_>>(),
+        built
+            .steps()
+            .iter()
+            .map(|step| (step.name(), step.kind()))
+            .collect::<Vec<_>>()
+    );
 }
 
 fn booking() -> Booking {
@@ -185,10 +254,10 @@ async fn at_second_step(
     (id, create_ticket_command)
 }
 
-#[tokio::test]
-async fn running_pauses_on_disk_after_publishing_the_first_command() {
+async fn running_pauses_on_disk_after_publishing_the_first_command(
+    saga: Arc<SagaDefinition<Booking>>,
+) {
     let harness = Harness::new().await;
-    let saga = booking_saga();
 
     let execution = start(&harness, &saga, booking()).await;
     let id = execution.id();
@@ -223,10 +292,10 @@ async fn running_pauses_on_disk_after_publishing_the_first_command() {
     assert_eq!(stored.context(), &booking());
 }
 
-#[tokio::test]
-async fn a_success_reply_finishes_the_step_and_sends_the_next_command() {
+async fn a_success_reply_finishes_the_step_and_sends_the_next_command(
+    saga: Arc<SagaDefinition<Booking>>,
+) {
     let harness = Harness::new().await;
-    let saga = booking_saga();
     let id = start(&harness, &saga, booking()).await.id();
     let create_order_command = last_sent(&harness);
     harness.clear();
@@ -303,11 +372,11 @@ async fn a_success_reply_finishes_the_step_and_sends_the_next_command() {
     assert_eq!(harness.sent_topics(), ["CreateTicket"]);
 }
 
-#[tokio::test]
-async fn a_failing_on_success_of_the_last_step_compensates_it_then_the_earlier_steps() {
+async fn a_failing_on_success_of_the_last_step_compensates_it_then_the_earlier_steps(
+    saga: Arc<SagaDefinition<Booking>>,
+) {
     let harness = Harness::new().await;
     let _participants = accepting(&harness).await;
-    let saga = booking_saga();
     let context = Booking {
         fail_ticket_created: true,
         ..booking()
@@ -413,10 +482,10 @@ async fn a_failing_on_success_of_the_last_step_compensates_it_then_the_earlier_s
     assert_eq!(harness.repository.raw(id), before);
 }
 
-#[tokio::test]
-async fn an_error_reply_with_on_error_runs_the_handler_and_continues() {
+async fn an_error_reply_with_on_error_runs_the_handler_and_continues(
+    saga: Arc<SagaDefinition<Booking>>,
+) {
     let harness = Harness::new().await;
-    let saga = booking_saga();
     let id = start(&harness, &saga, booking()).await.id();
     let create_order_command = last_sent(&harness);
     harness.clear();
@@ -466,10 +535,12 @@ async fn an_error_reply_with_on_error_runs_the_handler_and_continues() {
 }
 
 /// Answers step 2 with `status` and checks the step failed without compensating itself.
-async fn unhandled_failure_of_the_second_step(status: SagaResponseStatus) {
+async fn unhandled_failure_of_the_second_step(
+    saga: Arc<SagaDefinition<Booking>>,
+    status: SagaResponseStatus,
+) {
     let harness = Harness::new().await;
     let _participants = accepting(&harness).await;
-    let saga = booking_saga();
     let (id, create_ticket_command) = at_second_step(&harness, &saga, booking()).await;
 
     let outcome = harness
@@ -525,21 +596,23 @@ async fn unhandled_failure_of_the_second_step(status: SagaResponseStatus) {
     );
 }
 
-#[tokio::test]
-async fn an_error_reply_without_on_error_fails_the_step_without_self_compensation() {
-    unhandled_failure_of_the_second_step(SagaResponseStatus::Error).await;
+async fn an_error_reply_without_on_error_fails_the_step_without_self_compensation(
+    saga: Arc<SagaDefinition<Booking>>,
+) {
+    unhandled_failure_of_the_second_step(saga, SagaResponseStatus::Error).await;
 }
 
-#[tokio::test]
-async fn a_system_error_reply_fails_the_step_without_self_compensation() {
-    unhandled_failure_of_the_second_step(SagaResponseStatus::SystemError).await;
+async fn a_system_error_reply_fails_the_step_without_self_compensation(
+    saga: Arc<SagaDefinition<Booking>>,
+) {
+    unhandled_failure_of_the_second_step(saga, SagaResponseStatus::SystemError).await;
 }
 
-#[tokio::test]
-async fn a_failing_remote_on_execute_sends_nothing_and_compensates_the_earlier_steps() {
+async fn a_failing_remote_on_execute_sends_nothing_and_compensates_the_earlier_steps(
+    saga: Arc<SagaDefinition<Booking>>,
+) {
     let harness = Harness::new().await;
     let _participants = accepting(&harness).await;
-    let saga = booking_saga();
     let context = Booking {
         fail_create_ticket: true,
         ..booking()
@@ -589,11 +662,9 @@ async fn a_failing_remote_on_execute_sends_nothing_and_compensates_the_earlier_s
     );
 }
 
-#[tokio::test]
-async fn a_manual_rollback_compensates_the_finished_steps_once() {
+async fn a_manual_rollback_compensates_the_finished_steps_once(saga: Arc<SagaDefinition<Booking>>) {
     let harness = Harness::new().await;
     let _participants = accepting(&harness).await;
-    let saga = booking_saga();
     let (id, _) = at_second_step(&harness, &saga, booking()).await;
 
     let status = harness.manager.rollback(id).await.expect("rolled back");
@@ -635,11 +706,9 @@ async fn a_manual_rollback_compensates_the_finished_steps_once() {
     assert_eq!(harness.repository.raw(id), before);
 }
 
-#[tokio::test]
-async fn a_failing_on_error_compensates_its_own_step() {
+async fn a_failing_on_error_compensates_its_own_step(saga: Arc<SagaDefinition<Booking>>) {
     let harness = Harness::new().await;
     let _participants = accepting(&harness).await;
-    let saga = booking_saga();
     let context = Booking {
         fail_order_refused: true,
         ..booking()
@@ -682,10 +751,8 @@ async fn a_failing_on_error_compensates_its_own_step() {
     assert_eq!(stored.context(), &context);
 }
 
-#[tokio::test]
-async fn replies_that_fit_no_waiting_command_change_nothing() {
+async fn replies_that_fit_no_waiting_command_change_nothing(saga: Arc<SagaDefinition<Booking>>) {
     let harness = Harness::new().await;
-    let saga = booking_saga();
     let id = start(&harness, &saga, booking()).await.id();
     let create_order_command = last_sent(&harness);
     let before = harness.repository.raw(id);
@@ -774,12 +841,11 @@ async fn finished(harness: &Harness, saga: &Arc<SagaDefinition<Booking>>) -> Uui
     id
 }
 
-#[tokio::test]
-async fn rolling_back_a_finished_execution_compensates_without_touching_its_committed_transaction()
-{
+async fn rolling_back_a_finished_execution_compensates_without_touching_its_committed_transaction(
+    saga: Arc<SagaDefinition<Booking>>,
+) {
     let harness = Harness::new().await;
     let _participants = accepting(&harness).await;
-    let saga = booking_saga();
     let id = finished(&harness, &saga).await;
 
     let status = harness.manager.rollback(id).await.expect("rolled back");
@@ -801,11 +867,11 @@ async fn rolling_back_a_finished_execution_compensates_without_touching_its_comm
     assert!(stored.already_rollback());
 }
 
-#[tokio::test]
-async fn the_engine_rollback_of_a_finished_execution_leaves_it_errored() {
+async fn the_engine_rollback_of_a_finished_execution_leaves_it_errored(
+    saga: Arc<SagaDefinition<Booking>>,
+) {
     let harness = Harness::new().await;
     let _participants = accepting(&harness).await;
-    let saga = booking_saga();
     let id = finished(&harness, &saga).await;
     let mut execution = load(&harness, &saga, id).await;
     let mut outbox = Outbox::new();
@@ -828,4 +894,128 @@ async fn the_engine_rollback_of_a_finished_execution_leaves_it_errored() {
     );
     assert!(execution.already_rollback());
     assert_eq!(execution.status(), SagaStatus::Errored);
+}
+
+#[tokio::test]
+async fn a_stored_execution_of_the_macro_saga_is_resumed_by_name_through_the_registry()
+-> Result<(), Box<dyn std::error::Error>> {
+    // One instance starts the macro saga and pauses on disk ...
+    let harness = Harness::new().await;
+    let _participants = accepting(&harness).await;
+    let started = harness
+        .manager
+        .run_saga::<BookTicket>(booking(), RunOptions::new().pause_on_disk(true).user("U"))
+        .await?
+        .execution()
+        .expect("the execution is returned");
+    let id = started.id();
+    assert_eq!(started.status(), SagaStatus::Paused);
+    let create_order_command = last_sent(&harness);
+    assert_eq!(create_order_command.topic, "CreateOrder");
+    let first_reply = reply_to(
+        &create_order_command,
+        SagaResponseStatus::Success,
+        json!("order-1"),
+        &["ticket"],
+    );
+
+    // ... an instance sharing its storage that knows no saga cannot resume it ...
+    let stranger = SagaManager::builder(SERVICE)
+        .shared_repository(harness.repository.clone())
+        .build()
+        .await?;
+    let before = harness.repository.raw(id);
+    let error = stranger
+        .resume(first_reply.clone())
+        .await
+        .expect_err("the stored execution names a saga the stranger does not know");
+    assert!(
+        matches!(
+            &error,
+            SagaError::Load(LoadError::UnknownSaga { id: unknown, saga })
+                if *unknown == id && saga == "book-ticket"
+        ),
+        "{error:?}"
+    );
+    assert_eq!(harness.repository.raw(id), before);
+    assert_eq!(harness.sent_topics(), ["CreateOrder"]);
+
+    // ... one that never ran it, with the sagas of this binary in its registry, resumes and
+    // finishes it.
+    let registry = Registry::from_inventory()?;
+    assert_eq!(registry.names().collect::<Vec<_>>(), ["book-ticket"]);
+    assert_eq!(
+        registry.fingerprint("book-ticket"),
+        Some(booking_saga().fingerprint())
+    );
+    let resumer = SagaManager::builder(SERVICE)
+        .shared_broker(harness.shared_broker())
+        .shared_repository(harness.repository.clone())
+        .registry(registry)
+        .build()
+        .await?;
+    assert_eq!(
+        resumer.resume(first_reply).await?,
+        ReplyOutcome::Applied {
+            id,
+            status: SagaStatus::Paused
+        }
+    );
+    let create_ticket_command = last_sent(&harness);
+    assert_eq!(
+        summaries(std::slice::from_ref(&create_ticket_command)),
+        vec![command(
+            "CreateTicket",
+            id,
+            json!({ "item": "concert", "order": "order-1" })
+        )]
+    );
+    assert_eq!(
+        resumer
+            .resume(reply_to(
+                &create_ticket_command,
+                SagaResponseStatus::Success,
+                json!("ticket-1"),
+                &["ticket"],
+            ))
+            .await?,
+        ReplyOutcome::Applied {
+            id,
+            status: SagaStatus::Finished
+        }
+    );
+    assert_eq!(
+        harness.sent_topics(),
+        [
+            "CreateOrder",
+            "CreateTicket",
+            "_ReserveOrderTransaction",
+            "_ReserveTicketTransaction",
+            "_CommitOrderTransaction",
+            "_CommitTicketTransaction",
+        ]
+    );
+
+    let finished = Booking {
+        order_id: Some("order-1".to_owned()),
+        ticket_id: Some("ticket-1".to_owned()),
+        ..booking()
+    };
+    for manager in [&resumer, &harness.manager] {
+        let stored = manager.load(BookTicket::definition(), id).await?;
+        assert_eq!(stored.status(), SagaStatus::Finished);
+        assert_eq!(stored.context(), &finished);
+        assert_eq!(stored.user(), Some("U"));
+        assert_eq!(
+            stored
+                .executed_steps()
+                .map(|step| (step.name(), step.status()))
+                .collect::<Vec<_>>(),
+            [
+                ("create_order", StepStatus::Finished),
+                ("create_ticket", StepStatus::Finished)
+            ]
+        );
+    }
+    Ok(())
 }

@@ -2,6 +2,10 @@
 //! autocommit), reject and compensate when a reservation is refused or unanswered, the committer's
 //! matching of answers to the (transaction, service) they answer, the transaction list of an
 //! execution (conditional sub-sagas included) and the topic names.
+//!
+//! Every scenario that runs a saga runs twice, as `<scenario>::builder` and `<scenario>::macros`:
+//! once with the sagas built with the builder API, once with the same sagas declared with the
+//! attribute macros (same step code, same handlers, same persisted names).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +30,9 @@ struct Booking {
     paid: bool,
 }
 
+// The step functions are the `on_execute` code of both definitions: the macro declares the step
+// from the function, the builder names its code `create_order::call`.
+#[remote_step(on_success = order_created, on_failure = delete_order)]
 async fn create_order(booking: &Booking) -> Result<SagaRequest, StepError> {
     SagaRequest::new("CreateOrder", &json!({ "item": booking.item }))
 }
@@ -39,6 +46,7 @@ async fn delete_order(booking: &Booking) -> Result<SagaRequest, StepError> {
     SagaRequest::new("DeleteOrder", &json!({ "order": booking.order_id }))
 }
 
+#[remote_step(on_success = ticket_created, on_failure = delete_ticket)]
 async fn create_ticket(booking: &Booking) -> Result<SagaRequest, StepError> {
     SagaRequest::new(
         "CreateTicket",
@@ -62,6 +70,7 @@ async fn needs_payment(booking: &Booking) -> Result<bool, StepError> {
     Ok(!booking.paid)
 }
 
+#[remote_step(name = "charge", on_success = payment_created)]
 async fn create_payment(booking: &Booking) -> Result<SagaRequest, StepError> {
     SagaRequest::new("CreatePayment", &json!({ "order": booking.order_id }))
 }
@@ -76,11 +85,11 @@ fn booking_saga() -> Arc<SagaDefinition<Booking>> {
     Arc::new(
         Saga::new("book-ticket")
             .remote_step("create_order")
-            .on_execute(create_order)
+            .on_execute(create_order::call)
             .on_success(order_created)
             .on_failure(delete_order)
             .remote_step("create_ticket")
-            .on_execute(create_ticket)
+            .on_execute(create_ticket::call)
             .on_success(ticket_created)
             .on_failure(delete_ticket)
             .commit()
@@ -88,30 +97,112 @@ fn booking_saga() -> Arc<SagaDefinition<Booking>> {
     )
 }
 
+/// The booking saga declared with the attribute macros.
+#[saga(name = "book-ticket", steps = [create_order, create_ticket])]
+struct BookTicket;
+
 /// `create_order`, then a conditional `pay` whose sub-saga charges the payment service, then
 /// `create_ticket`.
 fn paying_saga() -> Arc<SagaDefinition<Booking>> {
     let payment = Saga::new("pay-booking")
         .remote_step("charge")
-        .on_execute(create_payment)
+        .on_execute(create_payment::call)
         .on_success(payment_created)
         .commit()
         .expect("a valid sub-saga");
     Arc::new(
         Saga::new("book-paid-ticket")
             .remote_step("create_order")
-            .on_execute(create_order)
+            .on_execute(create_order::call)
             .on_success(order_created)
             .on_failure(delete_order)
             .conditional_step("pay")
             .if_then(needs_payment, payment)
             .remote_step("create_ticket")
-            .on_execute(create_ticket)
+            .on_execute(create_ticket::call)
             .on_success(ticket_created)
             .on_failure(delete_ticket)
             .commit()
             .expect("a valid saga"),
     )
+}
+
+/// The payment sub-saga declared with the attribute macros.
+#[saga(name = "pay-booking", steps = [create_payment])]
+struct PayBooking;
+
+/// The paying saga declared with the attribute macros.
+#[saga(
+    name = "book-paid-ticket",
+    steps = [
+        create_order,
+        pay = conditional(if_then(needs_payment, PayBooking)),
+        create_ticket,
+    ]
+)]
+struct BookPaidTicket;
+
+/// Declares each scenario as two tests, `<scenario>::builder` and `<scenario>::macros`, that differ
+/// only by the definition of the saga: built by `$builder` or declared as `$declared`.
+macro_rules! with_both_definitions {
+    ($builder:ident, $declared:ident: $($scenario:ident),+ $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test]
+            async fn builder() {
+                super::$scenario(super::$builder()).await;
+            }
+
+            #[tokio::test]
+            async fn macros() {
+                super::$scenario(<super::$declared as super::SagaType>::definition()).await;
+            }
+        }
+    )+};
+}
+
+with_both_definitions!(
+    booking_saga, BookTicket:
+    the_last_success_reply_reserves_then_commits_every_participant,
+    without_autocommit_nothing_is_reserved_committed_or_rejected,
+    a_refused_reservation_rejects_everyone_then_compensates,
+    a_refused_reservation_without_raise_on_error_returns_the_errored_execution,
+    an_unanswered_reservation_fails_the_commit_after_the_timeout,
+    committing_by_hand_needs_a_finished_execution_with_an_open_transaction,
+    a_refused_commit_by_hand_rejects_then_compensates,
+);
+
+with_both_definitions!(
+    paying_saga, BookPaidTicket:
+    the_transactions_cover_every_step_and_conditional_sub_sagas,
+    a_failed_sub_saga_rejects_the_participants_it_reached,
+);
+
+#[test]
+fn the_macro_sagas_are_the_builder_sagas() {
+    for (built, declared) in [
+        (booking_saga(), BookTicket::definition()),
+        (paying_saga(), BookPaidTicket::definition()),
+    ] {
+        assert_eq!(declared.name(), built.name());
+        assert_eq!(
+            declared.fingerprint(),
+            built.fingerprint(),
+            "{}",
+            built.name()
+        );
+        assert_eq!(
+            declared
+                .steps()
+                .iter()
+                .map(|step| (step.name(), step.kind()))
+                .collect::<Vec<_>>(),
+            built
+                .steps()
+                .iter()
+                .map(|step| (step.name(), step.kind()))
+                .collect::<Vec<_>>()
+        );
+    }
 }
 
 fn booking() -> Booking {
@@ -198,11 +289,11 @@ fn pairs(id: Uuid, services: &[&str]) -> Vec<(Uuid, String)> {
         .collect()
 }
 
-#[tokio::test]
-async fn the_last_success_reply_reserves_then_commits_every_participant() {
+async fn the_last_success_reply_reserves_then_commits_every_participant(
+    saga: Arc<SagaDefinition<Booking>>,
+) {
     let harness = Harness::new().await;
     let participants = harness.accepting(&["order", "ticket"]).await;
-    let saga = booking_saga();
     let id = start(&harness, &saga, RunOptions::new()).await.id();
     assert_eq!(
         succeed(&harness, "order-1", &["ticket"]).await,
@@ -286,11 +377,11 @@ async fn the_last_success_reply_reserves_then_commits_every_participant() {
     assert_eq!(stored.status(), SagaStatus::Finished);
 }
 
-#[tokio::test]
-async fn without_autocommit_nothing_is_reserved_committed_or_rejected() {
+async fn without_autocommit_nothing_is_reserved_committed_or_rejected(
+    saga: Arc<SagaDefinition<Booking>>,
+) {
     let harness = Harness::new().await;
     let participants = harness.accepting(&["order", "ticket"]).await;
-    let saga = booking_saga();
 
     // Success: finished, no reserve or commit.
     let id = start(&harness, &saga, RunOptions::new().autocommit(false))
@@ -392,8 +483,7 @@ async fn run_with_ticket(
 
 /// Runs the booking saga in memory and checks that its commit failed the way a failed reservation
 /// must: reserves, rejects, then the compensations in reverse order, and the execution `errored`.
-async fn assert_failed_commit(harness: &Harness) -> Uuid {
-    let saga = booking_saga();
+async fn assert_failed_commit(harness: &Harness, saga: Arc<SagaDefinition<Booking>>) -> Uuid {
     let result = harness
         .manager
         .run(Arc::clone(&saga), booking(), RunOptions::new().user("U"))
@@ -463,12 +553,13 @@ async fn assert_failed_commit(harness: &Harness) -> Uuid {
     id
 }
 
-#[tokio::test]
-async fn a_refused_reservation_rejects_everyone_then_compensates() {
+async fn a_refused_reservation_rejects_everyone_then_compensates(
+    saga: Arc<SagaDefinition<Booking>>,
+) {
     let harness = Harness::new().await;
     let (order, ticket) = run_with_ticket(&harness, |ticket| ticket.reserve(|_| false)).await;
 
-    let id = assert_failed_commit(&harness).await;
+    let id = assert_failed_commit(&harness, saga).await;
 
     assert_eq!(
         order.log(),
@@ -494,11 +585,11 @@ async fn a_refused_reservation_rejects_everyone_then_compensates() {
     );
 }
 
-#[tokio::test]
-async fn a_refused_reservation_without_raise_on_error_returns_the_errored_execution() {
+async fn a_refused_reservation_without_raise_on_error_returns_the_errored_execution(
+    saga: Arc<SagaDefinition<Booking>>,
+) {
     let harness = Harness::new().await;
     let (_order, _ticket) = run_with_ticket(&harness, |ticket| ticket.reserve(|_| false)).await;
-    let saga = booking_saga();
 
     let execution = harness
         .manager
@@ -529,13 +620,14 @@ async fn a_refused_reservation_without_raise_on_error_returns_the_errored_execut
     );
 }
 
-#[tokio::test]
-async fn an_unanswered_reservation_fails_the_commit_after_the_timeout() {
+async fn an_unanswered_reservation_fails_the_commit_after_the_timeout(
+    saga: Arc<SagaDefinition<Booking>>,
+) {
     let harness = Harness::with_commit_timeout(Duration::from_millis(100)).await;
     let (order, ticket) =
         run_with_ticket(&harness, |ticket| ticket.answer_transactions(false)).await;
 
-    let id = assert_failed_commit(&harness).await;
+    let id = assert_failed_commit(&harness, saga).await;
 
     assert_eq!(
         order.log(),
@@ -738,11 +830,11 @@ async fn stray_answers_on_the_reply_topic_do_not_count() {
     ticket_task.abort();
 }
 
-#[tokio::test]
-async fn the_transactions_cover_every_step_and_conditional_sub_sagas() {
+async fn the_transactions_cover_every_step_and_conditional_sub_sagas(
+    saga: Arc<SagaDefinition<Booking>>,
+) {
     let harness = Harness::new().await;
     let participants = harness.accepting(&["order", "payment", "ticket"]).await;
-    let saga = paying_saga();
     let env = ExecutionEnv::new("order");
 
     let started = start(&harness, &saga, RunOptions::new()).await;
@@ -857,11 +949,9 @@ async fn service_names_are_title_cased_like_python() {
     );
 }
 
-#[tokio::test]
-async fn a_failed_sub_saga_rejects_the_participants_it_reached() {
+async fn a_failed_sub_saga_rejects_the_participants_it_reached(saga: Arc<SagaDefinition<Booking>>) {
     let harness = Harness::new().await;
     let participants = harness.accepting(&["order", "payment", "ticket"]).await;
-    let saga = paying_saga();
     let id = start(&harness, &saga, RunOptions::new()).await.id();
     succeed(&harness, "order-1", &["ticket"]).await;
     let create_payment_command = harness.sent().pop().expect("CreatePayment was published");
@@ -911,11 +1001,11 @@ async fn a_failed_sub_saga_rejects_the_participants_it_reached() {
     }
 }
 
-#[tokio::test]
-async fn committing_by_hand_needs_a_finished_execution_with_an_open_transaction() {
+async fn committing_by_hand_needs_a_finished_execution_with_an_open_transaction(
+    saga: Arc<SagaDefinition<Booking>>,
+) {
     let harness = Harness::new().await;
     let _participants = harness.accepting(&["order", "ticket"]).await;
-    let saga = booking_saga();
     let id = start(&harness, &saga, RunOptions::new().autocommit(false))
         .await
         .id();
@@ -973,8 +1063,7 @@ async fn committing_by_hand_needs_a_finished_execution_with_an_open_transaction(
     assert!(harness.sent().is_empty());
 }
 
-#[tokio::test]
-async fn a_refused_commit_by_hand_rejects_then_compensates() {
+async fn a_refused_commit_by_hand_rejects_then_compensates(saga: Arc<SagaDefinition<Booking>>) {
     let harness = Harness::new().await;
     let _order = harness.accepting(&["order"]).await;
     let _ticket = harness
@@ -983,7 +1072,6 @@ async fn a_refused_commit_by_hand_rejects_then_compensates() {
         .spawn()
         .await
         .expect("starts");
-    let saga = booking_saga();
     let id = start(&harness, &saga, RunOptions::new().autocommit(false))
         .await
         .id();
