@@ -89,6 +89,8 @@ pub use repository::{InMemoryRepository, SagaExecutionRepository};
 /// `#[saga(steps = [...])]` can list it and check it) whose associated function `call` is the
 /// function as written, and an implementation of the hidden `StepDef` trait that adds the step
 /// with its handlers to a saga builder. Handler signatures are checked where they are named.
+/// Since the unit struct lives in the value namespace too, a step's name cannot also be used for a
+/// local variable in the same module (`let validate_order = ..` would be read as the struct).
 #[cfg(feature = "macros")]
 pub use saga_macros::local_step;
 
