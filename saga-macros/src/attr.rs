@@ -1,6 +1,5 @@
 //! Attribute arguments: `key = value` lists, parsed with every mistake collected.
 
-use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::{Expr, Ident, LitStr, Path, Token};
@@ -22,7 +21,13 @@ impl Parse for Arg {
             input.parse()?
         };
         input.parse::<Token![=]>()?;
-        let value = input.parse()?;
+        // A type is not an expression (`Vec<Order>`): `context` takes one, kept verbatim.
+        let value = if key == "context" {
+            let context: syn::Type = input.parse()?;
+            Expr::Verbatim(quote::quote!(#context))
+        } else {
+            input.parse()?
+        };
         Ok(Self { key, value })
     }
 }
@@ -94,12 +99,7 @@ pub(crate) fn persisted_name(value: &Expr, errors: &mut Errors) -> Option<LitStr
     };
     let name = literal.value();
     if !is_valid_name(&name) {
-        errors.push(
-            literal.span(),
-            format!(
-                "`{name}` is not a valid persisted name: use 1 to 128 characters of `A-Z a-z 0-9 _ - . :`"
-            ),
-        );
+        errors.push(literal.span(), invalid_name(&name));
         return None;
     }
     Some(literal.clone())
@@ -142,14 +142,6 @@ pub(crate) enum Handler {
     WithParams(Path, Box<Expr>),
 }
 
-impl Handler {
-    pub(crate) fn path(&self) -> &Path {
-        match self {
-            Self::Plain(path) | Self::WithParams(path, _) => path,
-        }
-    }
-}
-
 /// Reads a handler argument.
 pub(crate) fn handler(value: &Expr, key: &str, errors: &mut Errors) -> Option<Handler> {
     match value {
@@ -174,15 +166,20 @@ pub(crate) fn handler(value: &Expr, key: &str, errors: &mut Errors) -> Option<Ha
     }
 }
 
+/// Why `name` cannot be persisted.
+pub(crate) fn invalid_name(name: &str) -> String {
+    const RULE: &str = "use 1 to 128 characters of `A-Z a-z 0-9 _ - . :`";
+    if name.is_empty() {
+        format!("a persisted name cannot be empty: {RULE}")
+    } else {
+        format!("`{name}` is not a valid persisted name: {RULE}")
+    }
+}
+
 /// Whether `name` may be persisted (the runtime's rule).
 pub(crate) fn is_valid_name(name: &str) -> bool {
     (1..=128).contains(&name.len())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
-}
-
-/// The span of the whole attribute, for errors about what is missing from it.
-pub(crate) fn call_site() -> Span {
-    Span::call_site()
 }

@@ -1,15 +1,24 @@
 //! `#[saga]`: parse `name`, `steps = [...]` (with conditional steps) and `context`, check the list,
 //! and expand into a `SagaType` implementation, its `inventory` registration and the compile-time
 //! checks of every listed step.
+//!
+//! Each listed step is named once in the expansion, in value position, by a constant that checks it
+//! (`StepDef`, same context as the saga) and holds its name and the function that adds it; the
+//! definition and the check of unique names use that constant. A listed item that is not a step
+//! is therefore reported once, with `StepDef`'s message; a step on another context once, with the
+//! message of a check trait declared in the expansion. The expansion is emitted even when the
+//! arguments have mistakes, from the entries that are right, so every mistake shows in one build.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{quote, quote_spanned};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Expr, Fields, Item, LitStr, Path, Type};
 
 use crate::attr::{self, Args};
 use crate::errors::Errors;
-use crate::paths::Runtime;
+use crate::paths::{self, Runtime};
+use crate::step;
 
 /// One entry of `steps = [...]`.
 enum Entry {
@@ -27,30 +36,36 @@ enum Entry {
 struct SagaArgs {
     name: Option<LitStr>,
     steps: Vec<Entry>,
-    steps_span: Option<Span>,
+    /// Why there are no steps (`steps` missing, not a list or empty), kept to stand for the
+    /// context type when nothing else gives it.
+    steps_error: Option<syn::Error>,
     context: Option<Type>,
     krate: Option<Path>,
 }
 
 const VALID: &[&str] = &["name", "steps", "context", "crate"];
 
-fn parse_args(args: TokenStream, errors: &mut Errors) -> SagaArgs {
+fn parse_args(args: TokenStream, errors: &mut Errors) -> (SagaArgs, bool) {
     let args = match syn::parse2::<Args>(args) {
         Ok(args) => args,
         Err(error) => {
             errors.add(error);
-            return SagaArgs::default();
+            return (SagaArgs::default(), false);
         }
     };
     let mut out = SagaArgs::default();
+    let mut has_steps = false;
     for arg in attr::accept(args, "saga", VALID, &[], errors) {
         match arg.key.to_string().as_str() {
             "name" => out.name = attr::persisted_name(&arg.value, errors),
             "steps" => {
-                out.steps_span = Some(arg.value.span());
-                out.steps = parse_steps(&arg.value, errors);
+                has_steps = true;
+                match parse_steps(&arg.value, errors) {
+                    Ok(steps) => out.steps = steps,
+                    Err(error) => out.steps_error = Some(error),
+                }
             }
-            "context" => match syn::parse2::<Type>(expr_tokens(&arg.value)) {
+            "context" => match syn::parse2::<Type>(arg.value.to_token_stream()) {
                 Ok(context) => out.context = Some(context),
                 Err(_) => {
                     errors.push_spanned(&arg.value, "`context` names the saga's context type")
@@ -60,27 +75,21 @@ fn parse_args(args: TokenStream, errors: &mut Errors) -> SagaArgs {
             _ => {}
         }
     }
-    out
+    (out, has_steps)
 }
 
-fn expr_tokens(expr: &Expr) -> TokenStream {
-    quote!(#expr)
-}
-
-fn parse_steps(value: &Expr, errors: &mut Errors) -> Vec<Entry> {
+fn parse_steps(value: &Expr, errors: &mut Errors) -> Result<Vec<Entry>, syn::Error> {
     let Expr::Array(array) = value else {
-        errors.push_spanned(
+        return Err(syn::Error::new_spanned(
             value,
             "`steps` is a list: `steps = [first_step, second_step]`",
-        );
-        return Vec::new();
+        ));
     };
     if array.elems.is_empty() {
-        errors.push_spanned(
+        return Err(syn::Error::new_spanned(
             array,
             "a saga needs at least one step: `steps = []` is empty",
-        );
-        return Vec::new();
+        ));
     }
     let mut entries = Vec::new();
     let mut seen: Vec<String> = Vec::new();
@@ -98,7 +107,7 @@ fn parse_steps(value: &Expr, errors: &mut Errors) -> Vec<Entry> {
         };
         let Some(entry) = entry else { continue };
         let (key, span) = match &entry {
-            Entry::Step(path) => (quote!(#path).to_string(), path.span()),
+            Entry::Step(path) => (display(path), path.span()),
             Entry::Conditional { name, .. } => (name.value(), name.span()),
         };
         if seen.contains(&key) {
@@ -113,42 +122,44 @@ fn parse_steps(value: &Expr, errors: &mut Errors) -> Vec<Entry> {
         seen.push(key);
         entries.push(entry);
     }
-    entries
+    Ok(entries)
+}
+
+/// A path as written, without the spaces of its token stream.
+fn display(path: &Path) -> String {
+    quote!(#path).to_string().replace(' ', "")
 }
 
 fn parse_conditional(left: &Expr, right: &Expr, errors: &mut Errors) -> Option<Entry> {
+    // A wrong name is reported, and the alternatives are still checked.
     let name = match left {
         Expr::Path(path) if path.path.get_ident().is_some() => {
             let ident = path.path.get_ident().expect("checked");
-            let name = ident.to_string();
-            if !attr::is_valid_name(&name) {
-                errors.push(
-                    ident.span(),
-                    format!("`{name}` is not a valid persisted name"),
-                );
-                return None;
+            let name = ident.unraw().to_string();
+            if attr::is_valid_name(&name) {
+                Some(LitStr::new(&name, ident.span()))
+            } else {
+                errors.push(ident.span(), attr::invalid_name(&name));
+                None
             }
-            LitStr::new(&name, ident.span())
         }
         Expr::Lit(syn::ExprLit {
             lit: syn::Lit::Str(literal),
             ..
         }) => {
-            if !attr::is_valid_name(&literal.value()) {
-                errors.push(
-                    literal.span(),
-                    format!("`{}` is not a valid persisted name", literal.value()),
-                );
-                return None;
+            if attr::is_valid_name(&literal.value()) {
+                Some(literal.clone())
+            } else {
+                errors.push(literal.span(), attr::invalid_name(&literal.value()));
+                None
             }
-            literal.clone()
         }
         other => {
             errors.push_spanned(
                 other,
                 "a conditional step is named by an identifier: `route = conditional(...)`",
             );
-            return None;
+            None
         }
     };
     let Expr::Call(call) = right else {
@@ -213,15 +224,19 @@ fn parse_conditional(left: &Expr, right: &Expr, errors: &mut Errors) -> Option<E
             ),
         }
     }
-    if alternatives.is_empty() && otherwise.is_none() {
+    if call.args.is_empty() {
         errors.push_spanned(
             &call.func,
             "a conditional step needs at least one alternative: `if_then(condition, SubSaga)` or `else_then(SubSaga)`",
         );
         return None;
     }
+    if alternatives.is_empty() && otherwise.is_none() {
+        // Every alternative was reported.
+        return None;
+    }
     Some(Entry::Conditional {
-        name,
+        name: name?,
         alternatives,
         otherwise,
     })
@@ -249,7 +264,7 @@ fn kebab_case(ident: &str) -> String {
 /// Expands `#[saga]`.
 pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = Errors::default();
-    let args = parse_args(args, &mut errors);
+    let (mut args, has_steps) = parse_args(args, &mut errors);
     let item_struct = match syn::parse2::<Item>(item.clone()) {
         Ok(Item::Struct(item_struct)) => item_struct,
         Ok(other) => {
@@ -257,6 +272,8 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
                 Item::Enum(item) => item.enum_token.span,
                 Item::Fn(item) => item.sig.fn_token.span,
                 Item::Union(item) => item.union_token.span,
+                Item::Type(item) => item.type_token.span,
+                Item::Trait(item) => item.trait_token.span,
                 _ => other.span(),
             };
             errors.push(
@@ -278,130 +295,444 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             "`#[saga]` goes on a unit struct: the saga has no fields, its state is the context",
         );
     }
-    if !item_struct.generics.params.is_empty() {
-        errors.push_spanned(&item_struct.generics, "a saga type cannot be generic");
-    }
-    if args.steps_span.is_none() {
-        errors.push(
-            attr::call_site(),
+    if !has_steps && args.steps_error.is_none() {
+        args.steps_error = Some(syn::Error::new(
+            Span::call_site(),
             "`#[saga]` needs its steps: `#[saga(steps = [first_step, second_step])]`",
+        ));
+    }
+    if !item_struct.generics.params.is_empty() || item_struct.generics.where_clause.is_some() {
+        errors.push_spanned(&item_struct.generics, "a saga type cannot be generic");
+        if let Some(error) = args.steps_error.take() {
+            errors.add(error);
+        }
+        let compile_errors = errors.to_compile_errors();
+        return quote!(#compile_errors #item_struct);
+    }
+    let default_name = kebab_case(&item_struct.ident.unraw().to_string());
+    if args.name.is_none() && !attr::is_valid_name(&default_name) {
+        errors.push(
+            item_struct.ident.span(),
+            format!(
+                "`{default_name}` is not a valid persisted name (a saga is persisted under its type's name in kebab case): give it one with `name = \"...\"`"
+            ),
         );
     }
-    let ident = &item_struct.ident;
+    let generated = generate(&mut args, &item_struct.ident, &item_struct.vis, &mut errors);
+    let compile_errors = errors.to_compile_errors();
+    quote! {
+        #compile_errors
+        #item_struct
+        #generated
+    }
+}
+
+/// The `SagaType` implementation, its registration and its checks.
+fn generate(
+    args: &mut SagaArgs,
+    ident: &syn::Ident,
+    vis: &syn::Visibility,
+    errors: &mut Errors,
+) -> TokenStream {
+    let runtime = Runtime::new(args.krate.as_ref());
+    let private = runtime.private();
     let name = args
         .name
         .clone()
-        .unwrap_or_else(|| LitStr::new(&kebab_case(&ident.to_string()), ident.span()));
-    let runtime = Runtime::new(args.krate.as_ref());
-    let private = runtime.private();
+        .unwrap_or_else(|| LitStr::new(&kebab_case(&ident.unraw().to_string()), ident.span()));
 
     let first_step = args.steps.iter().find_map(|entry| match entry {
         Entry::Step(path) => Some(path),
         Entry::Conditional { .. } => None,
     });
-    let context = match (&args.context, first_step) {
-        (Some(context), _) => quote!(#context),
-        (None, Some(step)) => quote!(<#step as #private::StepDef>::Context),
-        (None, None) => {
-            if !args.steps.is_empty() {
-                errors.push(
-                    attr::call_site(),
-                    "a saga whose steps are all conditional names its context type: `context = MyState`",
-                );
-            }
-            quote!(())
-        }
+    // Code that depends on a context taken from the first step is spanned at that step: when it
+    // is not a step, what cannot be derived from it is reported there, once.
+    let context_span = match (&args.context, first_step) {
+        (None, Some(step)) => step.span(),
+        _ => Span::call_site(),
     };
-    let compile_errors = errors.to_compile_errors();
-    if !errors.is_empty() {
-        return quote!(#compile_errors #item_struct);
-    }
+    // The context type, or the error standing for it (reported once, as the type).
+    let context = match (&args.context, first_step) {
+        (Some(context), _) => {
+            if let Some(error) = args.steps_error.take() {
+                errors.add(error);
+            }
+            quote!(#context)
+        }
+        // A public saga names the context through the step's alias of it: the step may be
+        // private, and a private type cannot appear in a public `SagaType` implementation
+        // (E0446). When the item is not a step, rustc reports the missing alias at the item.
+        (None, Some(step)) if !matches!(vis, syn::Visibility::Inherited) => {
+            let mut alias = step.clone();
+            if let Some(last) = alias.segments.last_mut() {
+                last.ident = step::context_alias(&last.ident);
+            }
+            paths::respan(quote!(#alias), Span::call_site().located_at(step.span()))
+        }
+        (None, Some(step)) => {
+            quote_spanned!(step.span()=> <#step as #private::StepDef>::Context)
+        }
+        (None, None) => paths::error_type(&args.steps_error.take().unwrap_or_else(|| {
+            syn::Error::new(
+                Span::call_site(),
+                "a saga whose steps are all conditional names its context type: `context = MyState`",
+            )
+        })),
+    };
 
-    let mut adds = Vec::new();
-    let mut checks = Vec::new();
-    let mut names = Vec::new();
-    for entry in &args.steps {
+    // Everything but `type Context` itself names the context through the saga type, so that the
+    // type given (or the error standing for it) is written once.
+    let private_at_context = runtime.private_at(context_span);
+    let saga_context = quote_spanned!(context_span=>
+        <#ident as #private_at_context::SagaType>::Context
+    );
+
+    let mut anchors = Vec::new();
+    // The definition, built in order by calls to functions generic over the saga type.
+    let mut statements = vec![quote_spanned!(context_span=> let saga = __saga_new::<Self>(#name);)];
+    // (persisted name, as written, span) of every entry, for the check of unique names.
+    let mut names: Vec<(TokenStream, String, Span)> = Vec::new();
+    let mut uses = Uses::default();
+    for (index, entry) in args.steps.iter().enumerate() {
         match entry {
             Entry::Step(path) => {
-                adds.push(quote_spanned!(path.span()=> let saga = <#path as #private::StepDef>::add(saga);));
-                checks.push(quote_spanned!(path.span()=> #private::step_with_context::<#context, _>(&#path);));
-                names.push(quote!(<#path as #private::StepDef>::NAME));
+                let span = path.span();
+                let anchor = format_ident!("__SAGA_STEP_{}", index, span = context_span);
+                // The saga's context comes first, so that it is known before the step's is
+                // compared with it.
+                let marker =
+                    quote_spanned!(context_span=> ::core::marker::PhantomData::<#saga_context>);
+                let check = quote_spanned!(span=> __saga_step(#marker, &#path));
+                // The value is converted to the constant's type at `context_span`.
+                let value = quote_spanned!(context_span=> {
+                    let step = #check;
+                    step
+                });
+                anchors.push(quote_spanned! {context_span=>
+                    const #anchor: __SagaStep<#saga_context> = #value;
+                });
+                statements.push(quote_spanned!(context_span=> let saga = (#anchor.add)(saga);));
+                names.push((
+                    quote_spanned!(context_span=> #anchor.name),
+                    display(path),
+                    span,
+                ));
             }
             Entry::Conditional {
                 name,
                 alternatives,
                 otherwise,
             } => {
-                let ifs = alternatives.iter().map(|(condition, saga)| {
-                    let condition = quote_spanned!(condition.span()=> #private::condition::<#context, _>(#condition));
-                    let saga = quote_spanned!(saga.span()=> #private::sub_saga::<#context, #saga>());
-                    quote!(.if_then(#condition, #saga))
-                });
-                let otherwise = otherwise.iter().map(|saga| {
-                    let saga =
-                        quote_spanned!(saga.span()=> #private::sub_saga::<#context, #saga>());
-                    quote!(.else_then(#saga))
-                });
-                adds.push(quote! {
-                    let saga = saga.conditional_step(#name) #(#ifs)* #(#otherwise)* .end_step();
-                });
-                names.push(quote!(#name));
+                uses.conditional = true;
+                statements.push(quote_spanned!(context_span=>
+                    let step = __saga_conditional::<Self>(saga, #name);
+                ));
+                for (condition, saga) in alternatives {
+                    uses.if_then = true;
+                    // Spanned at the condition, which the call checks.
+                    let sub = quote_spanned!(saga.span()=> __saga_sub::<#saga_context, #saga>());
+                    statements.push(quote_spanned!(condition.span()=>
+                        let step = __saga_if_then::<Self, _>(step, #condition, #sub);
+                    ));
+                }
+                if let Some(saga) = otherwise {
+                    uses.else_then = true;
+                    let sub = quote_spanned!(saga.span()=> __saga_sub::<#saga_context, #saga>());
+                    statements.push(quote_spanned!(context_span=>
+                        let step = __saga_else_then::<Self>(step, #sub);
+                    ));
+                }
+                statements.push(quote_spanned!(context_span=>
+                    let saga = __saga_end_conditional::<Self>(step);
+                ));
+                names.push((quote!(#name), name.value(), name.span()));
             }
         }
     }
+    statements.push(quote_spanned!(context_span=> __saga_commit::<Self>(saga)));
+
     let mut name_checks = Vec::new();
-    for (index, first) in names.iter().enumerate() {
-        for second in &names[index + 1..] {
-            name_checks.push(quote! {
-                ::core::assert!(
-                    !#private::same_name(#first, #second),
-                    ::core::concat!("two steps of saga `", #name, "` have the same persisted name; rename one with `name = \"...\"`")
-                );
+    for (index, (second, second_display, span)) in names.iter().enumerate() {
+        for (first, first_display, _) in &names[..index] {
+            let message = format!(
+                "`{first_display}` and `{second_display}` of saga `{}` have the same persisted name; rename one with `name = \"...\"`",
+                name.value()
+            )
+            .replace('{', "{{")
+            .replace('}', "}}");
+            name_checks.push(quote_spanned! {*span=>
+                ::core::assert!(!#private::same_name(#first, #second), #message);
             });
         }
     }
+
+    let helpers = helpers(&runtime, &uses);
+    // The implementation is placed at the saga's name, where rustc shows it when it lists the
+    // sagas it knows; what depends on the context, at `context_span`.
+    let implementation = quote_spanned!(ident.span()=> #[automatically_derived] impl);
+    let saga_trait = runtime.private_at(ident.span());
+    let items = quote_spanned! {context_span=>
+        type Context = #context;
+
+        fn definition() -> #private_at_context::Arc<#private_at_context::SagaDefinition<Self::Context>> {
+            static DEFINITION: #private_at_context::OnceLock<
+                #private_at_context::Arc<#private_at_context::SagaDefinition<#saga_context>>,
+            > = #private_at_context::OnceLock::new();
+            #private_at_context::Arc::clone(DEFINITION.get_or_init(|| {
+                #(#statements)*
+            }))
+        }
+    };
+    let items = paths::braced(items, ident.span());
+    let saga_type = quote!(#implementation #saga_trait::SagaType for #ident #items);
     quote! {
-        #item_struct
-
         const _: () = {
-            #[automatically_derived]
-            impl #private::SagaType for #ident {
-                type Context = #context;
+            #helpers
 
-                fn definition() -> #private::Arc<#private::SagaDefinition<#context>> {
-                    static DEFINITION: #private::OnceLock<#private::Arc<#private::SagaDefinition<#context>>> =
-                        #private::OnceLock::new();
-                    #private::Arc::clone(DEFINITION.get_or_init(|| {
-                        let saga = #private::Saga::<#context>::new(#name);
-                        #(#adds)*
-                        match saga.commit() {
-                            ::core::result::Result::Ok(definition) => #private::Arc::new(definition),
-                            ::core::result::Result::Err(error) => ::core::panic!("{}", error),
-                        }
-                    }))
-                }
-            }
+            #(#anchors)*
+
+            #saga_type
 
             #private::inventory::submit! {
-                #private::SagaRegistration::new::<#ident>(::core::concat!(::core::file!(), ":", ::core::line!()))
+                #private::SagaRegistration::new::<#ident>(
+                    ::core::concat!(::core::file!(), ":", ::core::line!())
+                )
             }
 
             const _: () = {
-                #(#checks)*
                 #(#name_checks)*
             };
         };
     }
 }
 
+/// Which generic functions the definition calls.
+#[derive(Default)]
+struct Uses {
+    conditional: bool,
+    if_then: bool,
+    else_then: bool,
+}
+
+/// What the expansion declares for itself: a trait whose message explains a step or a sub-saga on
+/// another context; the functions that check a listed step or sub-saga; and the functions, generic
+/// over the saga type, that build the definition (they rely only on `SagaType::Context: Context`,
+/// so a context type that is not a saga context is reported once, at `type Context`).
+fn helpers(runtime: &Runtime, uses: &Uses) -> TokenStream {
+    let private = runtime.private();
+    let context = quote!(<S as #private::SagaType>::Context);
+    let conditional = runtime.definition("ConditionalStepBuilder");
+    let mut optional = Vec::new();
+    if uses.conditional {
+        optional.push(quote! {
+            fn __saga_sub<C, T>() -> #private::Arc<#private::SagaDefinition<C>>
+            where
+                T: #private::SagaType,
+                <T as #private::SagaType>::Context: __SagaSameContext<C>,
+            {
+                <<T as #private::SagaType>::Context as __SagaSameContext<C>>::sub_saga(
+                    <T as #private::SagaType>::definition(),
+                )
+            }
+
+            fn __saga_conditional<S: #private::SagaType>(
+                saga: #private::Saga<#context>,
+                name: &'static str,
+            ) -> #conditional<#context> {
+                saga.conditional_step(name)
+            }
+
+            fn __saga_end_conditional<S: #private::SagaType>(
+                step: #conditional<#context>,
+            ) -> #private::Saga<#context> {
+                step.end_step()
+            }
+        });
+    }
+    if uses.if_then {
+        optional.push(quote! {
+            fn __saga_if_then<S: #private::SagaType, F: #private::ConditionHandler<#context>>(
+                step: #conditional<#context>,
+                condition: F,
+                saga: #private::Arc<#private::SagaDefinition<#context>>,
+            ) -> #conditional<#context> {
+                step.if_then(condition, saga)
+            }
+        });
+    }
+    if uses.else_then {
+        optional.push(quote! {
+            fn __saga_else_then<S: #private::SagaType>(
+                step: #conditional<#context>,
+                saga: #private::Arc<#private::SagaDefinition<#context>>,
+            ) -> #conditional<#context> {
+                step.else_then(saga)
+            }
+        });
+    }
+    quote! {
+        #[diagnostic::on_unimplemented(
+            message = "this works on context `{Self}`, but the saga works on `{C}`",
+            label = "works on `{Self}`, not on the saga's context `{C}`",
+            note = "the steps and sub-sagas of a saga all work on the saga's context type"
+        )]
+        #[allow(dead_code)]
+        trait __SagaSameContext<C>: ::core::marker::Sized {
+            fn into_step(saga: #private::Saga<C>) -> #private::Saga<Self>;
+            fn from_step(saga: #private::Saga<Self>) -> #private::Saga<C>;
+            fn sub_saga(
+                definition: #private::Arc<#private::SagaDefinition<Self>>,
+            ) -> #private::Arc<#private::SagaDefinition<C>>;
+        }
+
+        impl<C> __SagaSameContext<C> for C {
+            fn into_step(saga: #private::Saga<C>) -> #private::Saga<C> {
+                saga
+            }
+            fn from_step(saga: #private::Saga<C>) -> #private::Saga<C> {
+                saga
+            }
+            fn sub_saga(
+                definition: #private::Arc<#private::SagaDefinition<C>>,
+            ) -> #private::Arc<#private::SagaDefinition<C>> {
+                definition
+            }
+        }
+
+        /// A listed step: its persisted name and the function that adds it.
+        #[allow(dead_code)]
+        struct __SagaStep<C> {
+            name: &'static str,
+            add: fn(#private::Saga<C>) -> #private::Saga<C>,
+        }
+
+        const fn __saga_step<C, T>(_: ::core::marker::PhantomData<C>, _: &T) -> __SagaStep<C>
+        where
+            T: #private::StepDef,
+            <T as #private::StepDef>::Context: __SagaSameContext<C>,
+        {
+            __SagaStep {
+                name: <T as #private::StepDef>::NAME,
+                add: __saga_add::<C, T>,
+            }
+        }
+
+        fn __saga_add<C, T>(saga: #private::Saga<C>) -> #private::Saga<C>
+        where
+            T: #private::StepDef,
+            <T as #private::StepDef>::Context: __SagaSameContext<C>,
+        {
+            <<T as #private::StepDef>::Context as __SagaSameContext<C>>::from_step(
+                <T as #private::StepDef>::add(
+                    <<T as #private::StepDef>::Context as __SagaSameContext<C>>::into_step(saga),
+                ),
+            )
+        }
+
+        fn __saga_new<S: #private::SagaType>(name: &'static str) -> #private::Saga<#context> {
+            #private::Saga::new(name)
+        }
+
+        fn __saga_commit<S: #private::SagaType>(
+            saga: #private::Saga<#context>,
+        ) -> #private::Arc<#private::SagaDefinition<#context>> {
+            match saga.commit() {
+                ::core::result::Result::Ok(definition) => #private::Arc::new(definition),
+                ::core::result::Result::Err(error) => ::core::panic!("{}", error),
+            }
+        }
+
+        #(#optional)*
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::kebab_case;
+    use super::{expand, kebab_case};
+    use crate::errors::messages;
+
+    fn expand_str(args: &str, item: &str) -> String {
+        expand(args.parse().expect("tokens"), item.parse().expect("tokens")).to_string()
+    }
 
     #[test]
     fn saga_names_are_kebab_case() {
         assert_eq!(kebab_case("CreateOrder"), "create-order");
         assert_eq!(kebab_case("Order2Ship"), "order2-ship");
         assert_eq!(kebab_case("refund"), "refund");
+    }
+
+    #[test]
+    fn every_mistake_of_the_arguments_is_reported() {
+        let output = expand_str(
+            r#"name = "has space", timeout = 5, steps = [a, b, a, route = conditional(),
+               "bad name" = conditional(else_then(X), else_then(Y)), 3]"#,
+            "struct CreateOrder;",
+        );
+        assert_eq!(
+            messages(&output),
+            [
+                "unknown argument `timeout` of `#[saga]`; valid arguments are `name`, `steps`, `context`, `crate`",
+                "`has space` is not a valid persisted name: use 1 to 128 characters of `A-Z a-z 0-9 _ - . :`",
+                "`a` is listed twice: each step of a saga needs its own persisted name",
+                "a conditional step needs at least one alternative: `if_then(condition, SubSaga)` or `else_then(SubSaga)`",
+                "`bad name` is not a valid persisted name: use 1 to 128 characters of `A-Z a-z 0-9 _ - . :`",
+                "a conditional step has at most one `else_then`",
+                "expected a step function, or `name = conditional(if_then(condition, SubSaga), else_then(OtherSaga))`",
+            ]
+        );
+        // The entries that are right are still checked: `a` and `b` once each.
+        assert!(
+            output.contains("__saga_step (") && output.contains("& a"),
+            "{output}"
+        );
+        assert_eq!(output.matches("& b").count(), 1, "{output}");
+    }
+
+    #[test]
+    fn missing_steps_stand_for_the_context_type() {
+        let output = expand_str("steps = []", "struct CreateOrder;");
+        assert_eq!(
+            messages(&output),
+            ["a saga needs at least one step: `steps = []` is empty"]
+        );
+        assert!(output.contains("type Context = :: core :: compile_error !"));
+        let output = expand_str("context = Order", "struct CreateOrder;");
+        assert_eq!(
+            messages(&output),
+            ["`#[saga]` needs its steps: `#[saga(steps = [first_step, second_step])]`"]
+        );
+    }
+
+    #[test]
+    fn a_public_saga_names_its_context_through_the_step_alias() {
+        let private = expand_str("steps = [steps::validate]", "struct CreateOrder;");
+        assert!(
+            private.contains("type Context = < steps :: validate as :: saga_runtime :: __private :: StepDef > :: Context"),
+            "{private}"
+        );
+        let public = expand_str("steps = [steps::validate]", "pub struct CreateOrder;");
+        assert!(
+            public.contains("type Context = steps :: __saga_context_of_validate_"),
+            "{public}"
+        );
+        let explicit = expand_str(
+            "steps = [steps::validate], context = Vec<Order>",
+            "pub struct CreateOrder;",
+        );
+        assert!(
+            explicit.contains("type Context = Vec < Order >"),
+            "{explicit}"
+        );
+    }
+
+    #[test]
+    fn the_saga_goes_on_a_unit_struct() {
+        let output = expand_str("steps = [a]", "enum CreateOrder { A }");
+        assert_eq!(
+            messages(&output),
+            ["`#[saga]` goes on a unit struct, e.g. `pub struct CreateOrder;`"]
+        );
+        assert!(output.contains("enum CreateOrder"), "{output}");
     }
 }
