@@ -1,6 +1,10 @@
-//! What the macros of `order_saga.rs` generate, written out by hand for two of its steps and the
-//! saga (the real expansion also spans each check on the token it checks). It compiles and runs,
-//! so it stays true: `cargo run -p saga-examples --bin order-saga-expanded`.
+//! What the macros of `order_saga.rs` generate, in essence, written out by hand for two of its
+//! steps and the saga. The real expansion is longer: it routes every check through small generic
+//! helpers spanned on the token they check (so that each mistake is reported once, where it is),
+//! keeps generating from the parts that are right when some are wrong (so that one build reports
+//! every mistake), and names a step's context through a hidden type alias
+//! `__saga_context_of_<step>_<hash>` (so that a public saga may list private steps). This version
+//! compiles and runs, so it stays true: `cargo run -p saga-examples --bin order-saga-expanded`.
 //!
 //! ```ignore
 //! #[local_step(on_failure = cancel_order)]

@@ -87,8 +87,10 @@ pub use repository::{InMemoryRepository, SagaExecutionRepository};
 ///
 /// What it generates: the function becomes a unit struct of the same name (so that
 /// `#[saga(steps = [...])]` can list it and check it) whose associated function `call` is the
-/// function as written, and an implementation of the hidden `StepDef` trait that adds the step
-/// with its handlers to a saga builder. Handler signatures are checked where they are named.
+/// function as written, an implementation of the hidden `StepDef` trait that adds the step with
+/// its handlers to a saga builder, and a hidden alias of its context type
+/// (`__saga_context_of_<name>_<hash>`, with the function's visibility) through which a saga names
+/// the context. Handler signatures are checked where they are named.
 /// Since the unit struct lives in the value namespace too, a step's name cannot also be used for a
 /// local variable in the same module (`let validate_order = ..` would be read as the struct).
 #[cfg(feature = "macros")]
