@@ -188,3 +188,46 @@ pub fn transaction(topic: &str, id: Uuid) -> Sent {
         payload: Value::String(id.to_string()),
     }
 }
+
+/// Asserts that a macro-declared definition is the builder-made one: same name, fingerprint, and
+/// steps (names and kinds, in order).
+pub fn assert_same_definition<C>(declared: &SagaDefinition<C>, built: &SagaDefinition<C>) {
+    let steps = |definition: &SagaDefinition<C>| {
+        definition
+            .steps()
+            .iter()
+            .map(|step| (step.name().to_owned(), step.kind()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(declared.name(), built.name());
+    assert_eq!(
+        declared.fingerprint(),
+        built.fingerprint(),
+        "{}",
+        built.name()
+    );
+    assert_eq!(steps(declared), steps(built), "{}", built.name());
+}
+
+/// Runs each `scenario(definition)` twice, as `scenario::builder` with `builder()` and as
+/// `scenario::macros` with the definition of saga type `Declared`: the definition is the only
+/// difference.
+#[macro_export]
+macro_rules! with_both_definitions {
+    ($builder:ident, $declared:ident: $($scenario:ident),+ $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test]
+            async fn builder() {
+                super::$scenario(super::$builder()).await;
+            }
+
+            #[tokio::test]
+            async fn macros() {
+                super::$scenario(
+                    <super::$declared as ::saga_runtime::SagaType>::definition(),
+                )
+                .await;
+            }
+        }
+    )+};
+}

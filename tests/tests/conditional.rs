@@ -14,7 +14,7 @@ use saga_runtime::execution::StepExecution;
 use saga_runtime::manager::ReplyOutcome;
 use saga_runtime::message::{BrokerMessage, header};
 use saga_runtime::prelude::*;
-use saga_tests::{Harness, reply_to};
+use saga_tests::{Harness, assert_same_definition, reply_to};
 use serde_json::json;
 
 /// The context of the sagas below.
@@ -410,25 +410,7 @@ fn the_macro_sagas_are_the_builder_sagas() {
         ),
         (trip_bad_condition_saga(), TripBadCondition::definition()),
     ] {
-        assert_eq!(declared.name(), built.name());
-        assert_eq!(
-            declared.fingerprint(),
-            built.fingerprint(),
-            "{}",
-            built.name()
-        );
-        assert_eq!(
-            declared
-                .steps()
-                .iter()
-                .map(|step| (step.name(), step.kind()))
-                .collect::<Vec<_>>(),
-            built
-                .steps()
-                .iter()
-                .map(|step| (step.name(), step.kind()))
-                .collect::<Vec<_>>()
-        );
+        assert_same_definition(&declared, &built);
     }
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }

@@ -16,7 +16,10 @@ use saga_runtime::manager::ReplyOutcome;
 use saga_runtime::message::BrokerMessage;
 use saga_runtime::participant::InProcessParticipant;
 use saga_runtime::prelude::*;
-use saga_tests::{Harness, SERVICE, Sent, command, reply_to, summaries, transaction};
+use saga_tests::{
+    Harness, SERVICE, Sent, assert_same_definition, command, reply_to, summaries, transaction,
+    with_both_definitions,
+};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -105,25 +108,8 @@ fn booking_saga() -> Arc<SagaDefinition<Booking>> {
 #[saga(name = "book-ticket", steps = [create_order, create_ticket])]
 struct BookTicket;
 
-/// Declares each scenario as two tests, `<scenario>::builder` and `<scenario>::macros`, that differ
-/// only by the definition of the booking saga.
-macro_rules! with_both_definitions {
-    ($($scenario:ident),+ $(,)?) => {$(
-        mod $scenario {
-            #[tokio::test]
-            async fn builder() {
-                super::$scenario(super::booking_saga()).await;
-            }
-
-            #[tokio::test]
-            async fn macros() {
-                super::$scenario(<super::BookTicket as super::SagaType>::definition()).await;
-            }
-        }
-    )+};
-}
-
 with_both_definitions!(
+    booking_saga, BookTicket:
     running_pauses_on_disk_after_publishing_the_first_command,
     a_success_reply_finishes_the_step_and_sends_the_next_command,
     a_failing_on_success_of_the_last_step_compensates_it_then_the_earlier_steps,
@@ -142,20 +128,7 @@ with_both_definitions!(
 fn the_macro_saga_is_the_builder_saga() {
     let built = booking_saga();
     let declared = BookTicket::definition();
-    assert_eq!(declared.name(), built.name());
-    assert_eq!(declared.fingerprint(), built.fingerprint());
-    assert_eq!(
-        declared
-            .steps()
-            .iter()
-            .map(|step| (step.name(), step.kind()))
-            .collect::<Vec<_>>(),
-        built
-            .steps()
-            .iter()
-            .map(|step| (step.name(), step.kind()))
-            .collect::<Vec<_>>()
-    );
+    assert_same_definition(&declared, &built);
 }
 
 fn booking() -> Booking {

@@ -16,7 +16,10 @@ use saga_runtime::manager::ReplyOutcome;
 use saga_runtime::message::BrokerMessage;
 use saga_runtime::participant::{InProcessParticipant, ParticipantEvent};
 use saga_runtime::prelude::*;
-use saga_tests::{Harness, Sent, command, reply_to, summaries, summary, transaction};
+use saga_tests::{
+    Harness, Sent, assert_same_definition, command, reply_to, summaries, summary, transaction,
+    with_both_definitions,
+};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -142,24 +145,6 @@ struct PayBooking;
 )]
 struct BookPaidTicket;
 
-/// Declares each scenario as two tests, `<scenario>::builder` and `<scenario>::macros`, that differ
-/// only by the definition of the saga: built by `$builder` or declared as `$declared`.
-macro_rules! with_both_definitions {
-    ($builder:ident, $declared:ident: $($scenario:ident),+ $(,)?) => {$(
-        mod $scenario {
-            #[tokio::test]
-            async fn builder() {
-                super::$scenario(super::$builder()).await;
-            }
-
-            #[tokio::test]
-            async fn macros() {
-                super::$scenario(<super::$declared as super::SagaType>::definition()).await;
-            }
-        }
-    )+};
-}
-
 with_both_definitions!(
     booking_saga, BookTicket:
     the_last_success_reply_reserves_then_commits_every_participant,
@@ -183,25 +168,7 @@ fn the_macro_sagas_are_the_builder_sagas() {
         (booking_saga(), BookTicket::definition()),
         (paying_saga(), BookPaidTicket::definition()),
     ] {
-        assert_eq!(declared.name(), built.name());
-        assert_eq!(
-            declared.fingerprint(),
-            built.fingerprint(),
-            "{}",
-            built.name()
-        );
-        assert_eq!(
-            declared
-                .steps()
-                .iter()
-                .map(|step| (step.name(), step.kind()))
-                .collect::<Vec<_>>(),
-            built
-                .steps()
-                .iter()
-                .map(|step| (step.name(), step.kind()))
-                .collect::<Vec<_>>()
-        );
+        assert_same_definition(&declared, &built);
     }
 }
 
