@@ -1,5 +1,6 @@
-//! `#[saga]`: parse `name`, `steps = [...]` (with conditional steps) and `context`, check the list,
-//! and expand into a `SagaType` implementation, its `inventory` registration and the compile-time
+//! `#[saga]`: parse `name`, `steps = [...]` (with conditional steps, whose conditions may take
+//! fixed parameters: `if_then((condition, PARAMS), SubSaga)`) and `context`, check the list, and
+//! expand into a `SagaType` implementation, its `inventory` registration and the compile-time
 //! checks of every listed step.
 //!
 //! Each listed step is named once in the expansion, in value position, by a constant that checks it
@@ -15,7 +16,7 @@ use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Expr, Fields, Item, LitStr, Path, Type};
 
-use crate::attr::{self, Args};
+use crate::attr::{self, Args, Handler};
 use crate::errors::Errors;
 use crate::paths::{self, Runtime};
 use crate::step;
@@ -27,10 +28,20 @@ enum Entry {
     /// `name = conditional(if_then(condition, Saga), ..., else_then(Saga))`.
     Conditional {
         name: LitStr,
-        alternatives: Vec<(Path, Path)>,
+        alternatives: Vec<Alternative>,
         otherwise: Option<Path>,
     },
 }
+
+/// One `if_then(condition, Saga)` or `if_then((condition, PARAMS), Saga)`.
+struct Alternative {
+    /// `None` when the condition was malformed (and reported): the sub-saga is still checked.
+    condition: Option<Handler>,
+    saga: Path,
+}
+
+/// How `if_then` is written, for the messages about it.
+const IF_THEN_SHAPE: &str = "`if_then` takes a condition function and a `#[saga]` type: `if_then(is_vip, VipBooking)`, or `if_then((above, 100), BigOrder)` for a condition with fixed parameters";
 
 #[derive(Default)]
 struct SagaArgs {
@@ -183,9 +194,9 @@ fn parse_conditional(left: &Expr, right: &Expr, errors: &mut Errors) -> Option<E
             );
             continue;
         };
-        let kind = match &*alternative.func {
-            Expr::Path(path) if path.path.is_ident("if_then") => "if_then",
-            Expr::Path(path) if path.path.is_ident("else_then") => "else_then",
+        let is_if_then = match &*alternative.func {
+            Expr::Path(path) if path.path.is_ident("if_then") => true,
+            Expr::Path(path) if path.path.is_ident("else_then") => false,
             other => {
                 errors.push_spanned(
                     other,
@@ -194,31 +205,35 @@ fn parse_conditional(left: &Expr, right: &Expr, errors: &mut Errors) -> Option<E
                 continue;
             }
         };
-        let paths: Vec<Option<Path>> = alternative
-            .args
-            .iter()
-            .map(|argument| match argument {
-                Expr::Path(path) if path.qself.is_none() => Some(path.path.clone()),
-                _ => None,
-            })
-            .collect();
-        match (kind, paths.as_slice()) {
-            ("if_then", [Some(condition), Some(saga)]) => alternatives.push((condition.clone(), saga.clone())),
-            ("if_then", _) => errors.push_spanned(
-                alternative,
-                "`if_then` takes a condition function and a `#[saga]` type: `if_then(is_vip, VipBooking)`",
-            ),
-            ("else_then", [Some(saga)]) => {
-                if otherwise.is_some() {
-                    errors.push_spanned(
-                        &alternative.func,
-                        "a conditional step has at most one `else_then`",
-                    );
-                } else {
-                    otherwise = Some(saga.clone());
-                }
+        let arguments: Vec<&Expr> = alternative.args.iter().collect();
+        if is_if_then {
+            let [condition, saga] = arguments.as_slice() else {
+                errors.push_spanned(alternative, IF_THEN_SHAPE);
+                continue;
+            };
+            // Each argument is checked on its own: a malformed condition still has its sub-saga
+            // checked by the expansion.
+            let condition = parse_condition(condition, errors);
+            match sub_saga(saga) {
+                Some(saga) => alternatives.push(Alternative { condition, saga }),
+                None => errors.push_spanned(
+                    saga,
+                    "the sub-saga of `if_then` is a `#[saga]` type: `if_then(is_vip, VipBooking)`",
+                ),
             }
-            _ => errors.push_spanned(
+            continue;
+        }
+        let saga = match arguments.as_slice() {
+            [saga] => sub_saga(saga),
+            _ => None,
+        };
+        match saga {
+            Some(_) if otherwise.is_some() => errors.push_spanned(
+                &alternative.func,
+                "a conditional step has at most one `else_then`",
+            ),
+            Some(saga) => otherwise = Some(saga),
+            None => errors.push_spanned(
                 alternative,
                 "`else_then` takes a `#[saga]` type: `else_then(RegularBooking)`",
             ),
@@ -240,6 +255,49 @@ fn parse_conditional(left: &Expr, right: &Expr, errors: &mut Errors) -> Option<E
         alternatives,
         otherwise,
     })
+}
+
+/// A sub-saga argument: a path (that it names a `#[saga]` type is checked by the expansion).
+fn sub_saga(argument: &Expr) -> Option<Path> {
+    match argument {
+        Expr::Path(path) if path.qself.is_none() => Some(path.path.clone()),
+        _ => None,
+    }
+}
+
+/// The condition of `if_then`: `condition` or `(condition, PARAMS)`. `None` when it is malformed
+/// (reported where it is wrong): the sub-saga is then still checked.
+fn parse_condition(value: &Expr, errors: &mut Errors) -> Option<Handler> {
+    match value {
+        Expr::Path(path) if path.qself.is_none() => Some(Handler::Plain(path.path.clone())),
+        Expr::Tuple(tuple) if tuple.elems.len() == 2 => match &tuple.elems[0] {
+            Expr::Path(path) if path.qself.is_none() => Some(Handler::WithParams(
+                path.path.clone(),
+                Box::new(tuple.elems[1].clone()),
+            )),
+            other => {
+                errors.push_spanned(
+                    other,
+                    "a condition with parameters names the condition function by its path: `if_then((above, 100), BigOrder)`",
+                );
+                None
+            }
+        },
+        Expr::Tuple(tuple) => {
+            errors.push_spanned(
+                tuple,
+                "a condition with parameters is a pair `(condition, parameters)`: `if_then((above, 100), BigOrder)`",
+            );
+            None
+        }
+        other => {
+            errors.push_spanned(
+                other,
+                "the condition of `if_then` is a function, or `(function, parameters)`: `if_then(is_vip, VipBooking)` or `if_then((above, 100), BigOrder)`",
+            );
+            None
+        }
+    }
 }
 
 /// `CreateOrder` -> `create-order`.
@@ -427,13 +485,27 @@ fn generate(
                 statements.push(quote_spanned!(context_span=>
                     let step = __saga_conditional::<Self>(saga, #name);
                 ));
-                for (condition, saga) in alternatives {
-                    uses.if_then = true;
-                    // Spanned at the condition, which the call checks.
+                for Alternative { condition, saga } in alternatives {
                     let sub = quote_spanned!(saga.span()=> __saga_sub::<#saga_context, #saga>());
-                    statements.push(quote_spanned!(condition.span()=>
-                        let step = __saga_if_then::<Self, _>(step, #condition, #sub);
-                    ));
+                    // Spanned at the condition, which the call checks.
+                    statements.push(match condition {
+                        Some(Handler::Plain(condition)) => {
+                            uses.if_then = true;
+                            quote_spanned!(condition.span()=>
+                                let step = __saga_if_then::<Self, _>(step, #condition, #sub);
+                            )
+                        }
+                        Some(Handler::WithParams(condition, params)) => {
+                            uses.if_then_with = true;
+                            quote_spanned!(condition.span()=>
+                                let step = __saga_if_then_with::<Self, _, _>(
+                                    step, #condition, #params, #sub,
+                                );
+                            )
+                        }
+                        // The condition was reported; the sub-saga is still checked.
+                        None => quote_spanned!(saga.span()=> let _ = #sub;),
+                    });
                 }
                 if let Some(saga) = otherwise {
                     uses.else_then = true;
@@ -511,6 +583,7 @@ fn generate(
 struct Uses {
     conditional: bool,
     if_then: bool,
+    if_then_with: bool,
     else_then: bool,
 }
 
@@ -557,6 +630,24 @@ fn helpers(runtime: &Runtime, uses: &Uses) -> TokenStream {
                 saga: #private::Arc<#private::SagaDefinition<#context>>,
             ) -> #conditional<#context> {
                 step.if_then(condition, saga)
+            }
+        });
+    }
+    if uses.if_then_with {
+        let shape = runtime.definition("ConditionFnWith");
+        optional.push(quote! {
+            fn __saga_if_then_with<S, F, P>(
+                step: #conditional<#context>,
+                condition: F,
+                params: P,
+                saga: #private::Arc<#private::SagaDefinition<#context>>,
+            ) -> #conditional<#context>
+            where
+                S: #private::SagaType,
+                F: for<'a> #shape<'a, #context, P>,
+                P: ::core::marker::Send + ::core::marker::Sync + 'static,
+            {
+                step.if_then_with(condition, params, saga)
             }
         });
     }
@@ -687,6 +778,53 @@ mod tests {
             "{output}"
         );
         assert_eq!(output.matches("& b").count(), 1, "{output}");
+    }
+
+    #[test]
+    fn a_condition_takes_fixed_parameters() {
+        let output = expand_str(
+            "steps = [a, route = conditional(if_then((above, 100), Big), if_then(is_small, Small))]",
+            "struct CreateOrder;",
+        );
+        assert!(messages(&output).is_empty(), "{output}");
+        assert!(
+            output.contains(
+                "__saga_if_then_with :: < Self , _ , _ > (step , above , 100 , __saga_sub ::"
+            ),
+            "{output}"
+        );
+        assert!(
+            output.contains("step . if_then_with (condition , params , saga)"),
+            "{output}"
+        );
+        assert!(
+            output.contains("__saga_if_then :: < Self , _ > (step , is_small ,"),
+            "{output}"
+        );
+    }
+
+    #[test]
+    fn a_malformed_condition_is_reported_and_its_sub_saga_still_checked() {
+        let output = expand_str(
+            "steps = [a, route = conditional(if_then((above, 100, 3), Big), if_then((3, 4), Other), if_then(3, Third), if_then(is_big, 5))]",
+            "struct CreateOrder;",
+        );
+        assert_eq!(
+            messages(&output),
+            [
+                "a condition with parameters is a pair `(condition, parameters)`: `if_then((above, 100), BigOrder)`",
+                "a condition with parameters names the condition function by its path: `if_then((above, 100), BigOrder)`",
+                "the condition of `if_then` is a function, or `(function, parameters)`: `if_then(is_vip, VipBooking)` or `if_then((above, 100), BigOrder)`",
+                "the sub-saga of `if_then` is a `#[saga]` type: `if_then(is_vip, VipBooking)`",
+            ]
+        );
+        for saga in ["Big", "Other", "Third"] {
+            assert!(
+                output.contains(&format!("let _ = __saga_sub :: < < CreateOrder as :: saga_runtime :: __private :: SagaType > :: Context , {saga} > ()")),
+                "{saga}: {output}"
+            );
+        }
+        assert!(!output.contains("__saga_if_then"), "{output}");
     }
 
     #[test]

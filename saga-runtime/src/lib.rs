@@ -115,8 +115,11 @@ pub use saga_macros::remote_step;
 /// functions annotated with [`local_step`] / [`remote_step`] in order; a conditional step is
 /// `name = conditional(...)` with one or more `if_then(condition, SubSaga)` (condition: `async
 /// fn(&Context) -> Result<bool, StepError>`, sub-saga: another `#[saga]` type) and at most one
-/// `else_then(SubSaga)`. `name` defaults to the struct's name in kebab case; `context` is needed
-/// only when every step is conditional; `crate` names the runtime when it is re-exported.
+/// `else_then(SubSaga)`. A condition with fixed parameters is written `if_then((condition, PARAMS),
+/// SubSaga)` and takes them by reference (`async fn(&Context, &Params) -> Result<bool, StepError>`),
+/// like a handler given as `(function, parameters)`. `name` defaults to the struct's name in kebab
+/// case; `context` is needed only when every step is conditional; `crate` names the runtime when
+/// it is re-exported.
 ///
 /// What it generates: an implementation of [`SagaType`] whose definition is built once, an
 /// `inventory` registration (see [`Registry::from_inventory`]), and compile-time checks: every

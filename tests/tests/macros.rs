@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use saga_runtime::definition::Branch;
 use saga_runtime::prelude::*;
 use saga_tests::Harness;
 use serde_json::json;
@@ -57,6 +58,23 @@ struct BigOrder;
 
 #[saga(steps = [validate, charge, route = conditional(if_then(is_big, BigOrder))])]
 struct CreateOrder;
+
+/// A condition with fixed parameters: the threshold is given in the saga's declaration.
+async fn above(order: &Order, threshold: &u64) -> Result<bool, StepError> {
+    Ok(*threshold < order.amount)
+}
+
+#[local_step]
+async fn note_small(order: &mut Order) -> Result<(), StepError> {
+    order.log.push("small".into());
+    Ok(())
+}
+
+#[saga(name = "small-order", steps = [note_small])]
+struct SmallOrder;
+
+#[saga(steps = [validate, route = conditional(if_then((above, 1_000_u64), BigOrder), else_then(SmallOrder))])]
+struct RouteByThreshold;
 
 #[test]
 fn a_macro_saga_matches_the_builder_saga() {
@@ -122,11 +140,46 @@ async fn a_macro_saga_runs_like_the_builder_saga() {
     assert!(execution.context().big);
 }
 
+#[tokio::test]
+async fn a_macro_condition_gets_its_parameters() {
+    let harness = Harness::new().await;
+    // 500 is big for `is_big` (over 100) but not over the threshold of 1000 given to `above`.
+    for (amount, branch, big, log) in [
+        (5_000, Branch::If(0), true, vec!["validate"]),
+        (500, Branch::Else, false, vec!["validate", "small"]),
+    ] {
+        let execution = harness
+            .manager
+            .run_saga::<RouteByThreshold>(
+                Order {
+                    amount,
+                    ..Order::default()
+                },
+                RunOptions::new().autocommit(false),
+            )
+            .await
+            .expect("runs")
+            .execution()
+            .expect("returned");
+        assert_eq!(execution.status(), SagaStatus::Finished, "{amount}");
+        let route = &execution.steps()[1];
+        assert_eq!(route.name(), "route");
+        assert_eq!(route.branch(), Some(branch), "{amount}");
+        assert_eq!(execution.context().big, big, "{amount}");
+        assert_eq!(execution.context().log, log, "{amount}");
+    }
+}
+
 #[test]
 fn macro_sagas_register_themselves() {
     let registry = Registry::from_inventory().expect("unique names");
     assert_eq!(
         registry.names().collect::<Vec<_>>(),
-        ["big-order", "create-order"]
+        [
+            "big-order",
+            "create-order",
+            "route-by-threshold",
+            "small-order"
+        ]
     );
 }

@@ -1,6 +1,7 @@
 // Every shape the macros accept: local and remote steps with and without each handler, handlers
 // with parameters, `params` on a step, `name` overrides, conditionals with several `if_then` and
-// an `else_then`, a saga of conditional steps only with `context = ...`.
+// an `else_then`, a condition with parameters, a saga of conditional steps only with
+// `context = ...`.
 use saga_runtime::prelude::*;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -119,6 +120,10 @@ async fn is_small(order: &Order) -> Result<bool, StepError> {
     Ok(order.amount < 10)
 }
 
+async fn above(order: &Order, threshold: &u64) -> Result<bool, StepError> {
+    Ok(*threshold < order.amount)
+}
+
 #[saga(steps = [plain_local])]
 struct BigOrder;
 
@@ -140,6 +145,7 @@ struct SmallOrder;
         remote_with_params,
         route = conditional(if_then(is_big, BigOrder), if_then(is_small, SmallOrder), else_then(BigOrder)),
         "only-else" = conditional(else_then(SmallOrder)),
+        by_threshold = conditional(if_then((above, 1_000_u64), BigOrder), if_then(is_small, SmallOrder), else_then(SmallOrder)),
     ],
 )]
 struct EveryShape;
@@ -166,7 +172,20 @@ fn main() {
             "remote_with_params",
             "route",
             "only-else",
+            "by_threshold",
         ]
+    );
+    let by_threshold = definition.steps().last().expect("steps");
+    assert_eq!(by_threshold.kind(), saga_runtime::definition::StepKind::Conditional);
+    assert_eq!(
+        by_threshold.handlers(),
+        [("if_then", "above"), ("if_then", "is_small")]
+    );
+    assert!(
+        format!("{by_threshold:?}").contains(
+            r#"if_then: ["big-order", "small-order"], else_then: Some("small-order")"#
+        ),
+        "{by_threshold:?}"
     );
     assert_eq!(BigOrder::definition().name(), "big-order");
     assert_eq!(SmallOrder::definition().name(), "small-order");
