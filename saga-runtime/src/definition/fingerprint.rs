@@ -22,6 +22,11 @@ impl Fingerprint {
         Self(fnv1a(canonical(name, steps).as_bytes()))
     }
 
+    /// A fingerprint from its raw value (as stored).
+    pub fn from_value(value: u64) -> Self {
+        Self(value)
+    }
+
     /// The raw value.
     pub fn value(self) -> u64 {
         self.0

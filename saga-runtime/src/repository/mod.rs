@@ -4,6 +4,7 @@
 //! serves every saga. Every store is a compare-and-set on the record's version: a writer that lost a
 //! race gets [`RepositoryError::Conflict`] instead of overwriting.
 
+pub mod conformance;
 mod memory;
 
 use async_trait::async_trait;
