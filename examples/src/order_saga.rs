@@ -2,8 +2,9 @@
 //! service, reserve stock in the stock service; compensate in reverse order when something fails;
 //! close with a two-phase commit. (`quickstart.rs` shows the builder API.)
 //!
-//! Everything runs in one process on the embedded defaults: an in-process broker, in-memory
-//! storage, and in-process `payment` and `stock` participants. It runs twice: once on the happy
+//! Everything runs in one process on the embedded defaults: an in-process broker, a SQLite file
+//! (`order-saga.db` in the working directory, or the path in `SAGA_DB`) for the executions, and
+//! in-process `payment` and `stock` participants. It runs twice: once on the happy
 //! path, once with an order the stock service refuses, which shows the compensations and the rejects.
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use saga_runtime::broker::Broker;
 use saga_runtime::message::BrokerMessage;
 use saga_runtime::participant::InProcessParticipant;
 use saga_runtime::prelude::*;
+use saga_runtime::repository::SqliteRepository;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -203,12 +205,14 @@ use saga_runtime::error::BrokerError;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let database = std::env::var("SAGA_DB").unwrap_or_else(|_| "order-saga.db".to_owned());
+    println!("executions are stored in {database}");
     let broker = InProcessBroker::with_history();
     let shared: Arc<dyn Broker> = Arc::new(broker.clone());
     let _participants = start_participants(Arc::clone(&shared)).await?;
     let manager = SagaManager::builder("order")
         .shared_broker(shared)
-        .repository(InMemoryRepository::new())
+        .repository(SqliteRepository::open(&database).await?)
         .registry(Registry::from_inventory()?)
         .build()
         .await?;

@@ -6,11 +6,15 @@
 
 pub mod conformance;
 mod memory;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
 pub use memory::InMemoryRepository;
+#[cfg(feature = "sqlite")]
+pub use sqlite::{Durability, SqliteRepository, SqliteRepositoryBuilder};
 
 use crate::error::RepositoryError;
 use crate::execution::ExecutionRecord;

@@ -1,0 +1,436 @@
+//! The SQLite repository: the embedded durable default (feature `sqlite`, on by default).
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+use sqlx::Row;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use uuid::Uuid;
+
+use super::SagaExecutionRepository;
+use crate::definition::Fingerprint;
+use crate::error::RepositoryError;
+use crate::execution::{ExecutionRecord, SagaStatus};
+
+/// The schema, embedded in the binary and applied when a repository opens a file.
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The columns `load` reads, in order.
+const SELECT_RECORD: &str = r#"SELECT saga, fingerprint, status, context, steps, paused_step,
+    already_rollback, "user", headers, settings, deadline_ms, transaction_state, version,
+    created_at_ms, updated_at_ms
+    FROM saga_executions WHERE id = ?1"#;
+
+const INSERT_RECORD: &str = r#"INSERT INTO saga_executions (id, saga, fingerprint, status,
+    context, steps, paused_step, already_rollback, "user", headers, settings, deadline_ms,
+    transaction_state, created_at_ms, updated_at_ms, version)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1)
+    ON CONFLICT (id) DO NOTHING"#;
+
+const UPDATE_RECORD: &str = r#"UPDATE saga_executions SET saga = ?2, fingerprint = ?3,
+    status = ?4, context = ?5, steps = ?6, paused_step = ?7, already_rollback = ?8, "user" = ?9,
+    headers = ?10, settings = ?11, deadline_ms = ?12, transaction_state = ?13,
+    created_at_ms = ?14, updated_at_ms = ?15, version = ?16 + 1
+    WHERE id = ?1 AND version = ?16"#;
+
+/// How hard SQLite works to keep a stored execution once `store` has returned (its `synchronous`
+/// setting; the journal is always a write-ahead log). It is never `OFF`: a saga's state must not be
+/// lost once the command it sends may have left.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Durability {
+    /// `synchronous = FULL`: every commit is synced to the disk before `store` returns, so a stored
+    /// execution survives a power loss or an operating-system crash. The default.
+    #[default]
+    Full,
+    /// `synchronous = NORMAL`: commits reach the write-ahead log without a sync; the log is synced at
+    /// checkpoints. A stored execution survives a crash of the process, but the last commits may be
+    /// lost (never corrupted) on a power loss or an operating-system crash. Faster.
+    Normal,
+}
+
+impl Durability {
+    fn synchronous(self) -> SqliteSynchronous {
+        match self {
+            Self::Full => SqliteSynchronous::Full,
+            Self::Normal => SqliteSynchronous::Normal,
+        }
+    }
+}
+
+/// Keeps executions in a SQLite file in write-ahead-log mode: one row per execution in the table
+/// `saga_executions`, created by embedded migrations when the file is opened.
+///
+/// Every [`store`](SagaExecutionRepository::store) is a compare-and-set on the version done by a single
+/// statement, so several repositories (or processes) may share one file. Finished executions are kept
+/// (an audit trail) until [`delete_finished_before`](Self::delete_finished_before) removes them.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), saga_runtime::error::RepositoryError> {
+/// use saga_runtime::repository::{Durability, SqliteRepository};
+///
+/// let repository = SqliteRepository::builder("sagas.db")
+///     .durability(Durability::Normal)
+///     .open()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqliteRepository {
+    pool: SqlitePool,
+    path: PathBuf,
+    durability: Durability,
+}
+
+/// Options for opening a [`SqliteRepository`]; made by [`SqliteRepository::builder`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `open` is called"]
+pub struct SqliteRepositoryBuilder {
+    path: PathBuf,
+    durability: Durability,
+    max_connections: u32,
+    busy_timeout: Duration,
+}
+
+impl SqliteRepositoryBuilder {
+    /// How hard to keep stored executions (default: [`Durability::Full`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// The most connections kept open to the file (default 4, at least 1). Reads run in parallel;
+    /// SQLite runs one write at a time.
+    pub fn max_connections(mut self, max_connections: u32) -> Self {
+        self.max_connections = max_connections.max(1);
+        self
+    }
+
+    /// How long a statement waits for another writer's lock before failing (default 5 s).
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// Opens the file (creating it if it is missing) and brings its schema up to date.
+    pub async fn open(self) -> Result<SqliteRepository, RepositoryError> {
+        let options = SqliteConnectOptions::new()
+            .filename(&self.path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(self.durability.synchronous())
+            .busy_timeout(self.busy_timeout);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(self.max_connections)
+            .connect_with(options)
+            .await
+            .map_err(storage)?;
+        MIGRATOR.run(&pool).await.map_err(storage)?;
+        Ok(SqliteRepository {
+            pool,
+            path: self.path,
+            durability: self.durability,
+        })
+    }
+}
+
+impl SqliteRepository {
+    /// Opens the SQLite file at `path` with the default options ([`Durability::Full`]), creating it
+    /// if it is missing.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, RepositoryError> {
+        Self::builder(path).open().await
+    }
+
+    /// Starts configuring a repository on the SQLite file at `path`.
+    pub fn builder(path: impl AsRef<Path>) -> SqliteRepositoryBuilder {
+        SqliteRepositoryBuilder {
+            path: path.as_ref().to_owned(),
+            durability: Durability::default(),
+            max_connections: 4,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The durability it was opened with.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Closes every connection, waiting for the ones in use. Later calls fail with
+    /// [`RepositoryError::Storage`]; clones share the connections and are closed too.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The ids of the executions with `status`, oldest first.
+    pub async fn list_by_status(&self, status: SagaStatus) -> Result<Vec<Uuid>, RepositoryError> {
+        let rows = sqlx::query(
+            "SELECT id FROM saga_executions WHERE status = ?1 ORDER BY created_at_ms, id",
+        )
+        .bind(status.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(storage)?;
+        rows.iter().map(row_id).collect()
+    }
+
+    /// The ids of the executions of saga `saga` (its persisted name), oldest first.
+    pub async fn list_by_saga(&self, saga: &str) -> Result<Vec<Uuid>, RepositoryError> {
+        let rows = sqlx::query(
+            "SELECT id FROM saga_executions WHERE saga = ?1 ORDER BY created_at_ms, id",
+        )
+        .bind(saga)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(storage)?;
+        rows.iter().map(row_id).collect()
+    }
+
+    /// Retention: deletes the `finished` executions last updated before `updated_before_ms`
+    /// (milliseconds since the Unix epoch) and returns how many it deleted. Executions in any other
+    /// status are kept, however old.
+    pub async fn delete_finished_before(
+        &self,
+        updated_before_ms: u64,
+    ) -> Result<u64, RepositoryError> {
+        let cutoff = i64::try_from(updated_before_ms).unwrap_or(i64::MAX);
+        let result =
+            sqlx::query("DELETE FROM saga_executions WHERE status = ?1 AND updated_at_ms < ?2")
+                .bind(SagaStatus::Finished.as_str())
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await
+                .map_err(storage)?;
+        Ok(result.rows_affected())
+    }
+
+    /// The version stored now for `id` (0: none), read after a refused store.
+    async fn current_version(&self, id: Uuid) -> Result<u64, RepositoryError> {
+        let row = sqlx::query("SELECT version FROM saga_executions WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(storage)?;
+        match row {
+            None => Ok(0),
+            Some(row) => {
+                column::<i64>(&row, id, "version").and_then(|v| unsigned(id, "version", v))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl SagaExecutionRepository for SqliteRepository {
+    async fn store(&self, record: &ExecutionRecord) -> Result<u64, RepositoryError> {
+        let id = record.id;
+        let expected = record.version;
+        let statement = if expected == 0 {
+            INSERT_RECORD
+        } else {
+            UPDATE_RECORD
+        };
+        let result = sqlx::query(statement)
+            .bind(id.to_string())
+            .bind(&record.saga)
+            .bind(record.fingerprint.to_string())
+            .bind(record.status.as_str())
+            .bind(record.context.get())
+            .bind(encode(&record.steps))
+            .bind(record.paused_step.as_deref())
+            .bind(record.already_rollback)
+            .bind(record.user.as_deref())
+            .bind(encode(&record.headers))
+            .bind(encode(&record.settings))
+            .bind(
+                record
+                    .deadline_ms
+                    .map(|ms| signed(ms, "deadline_ms"))
+                    .transpose()?,
+            )
+            .bind(name_of(&record.transaction))
+            .bind(signed(record.created_at_ms, "created_at_ms")?)
+            .bind(signed(record.updated_at_ms, "updated_at_ms")?)
+            .bind(signed(expected, "version")?)
+            .execute(&self.pool)
+            .await
+            .map_err(storage)?;
+        if result.rows_affected() == 1 {
+            return Ok(expected + 1);
+        }
+        // Only on the failure path: tell the writer which version it raced with.
+        Err(RepositoryError::Conflict {
+            id,
+            expected,
+            found: self.current_version(id).await?,
+        })
+    }
+
+    async fn load(&self, id: Uuid) -> Result<ExecutionRecord, RepositoryError> {
+        let row = sqlx::query(SELECT_RECORD)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(storage)?
+            .ok_or(RepositoryError::NotFound { id })?;
+        decode_record(id, &row)
+    }
+
+    async fn delete(&self, id: Uuid) -> Result<(), RepositoryError> {
+        sqlx::query("DELETE FROM saga_executions WHERE id = ?1")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(storage)?;
+        Ok(())
+    }
+}
+
+/// Rebuilds a record from its row; whatever does not decode is `Corrupt`, naming the column.
+fn decode_record(id: Uuid, row: &SqliteRow) -> Result<ExecutionRecord, RepositoryError> {
+    let text = |name: &'static str| column::<String>(row, id, name);
+    let optional_text = |name: &'static str| column::<Option<String>>(row, id, name);
+    let integer = |name: &'static str| {
+        column::<i64>(row, id, name).and_then(|value| unsigned(id, name, value))
+    };
+
+    let fingerprint = text("fingerprint")?;
+    let fingerprint = if fingerprint.len() == 16 {
+        Fingerprint::from_str(&fingerprint).ok()
+    } else {
+        None
+    }
+    .ok_or_else(|| {
+        corrupt(
+            id,
+            "fingerprint",
+            format!("{fingerprint:?} is not 16 hex digits"),
+        )
+    })?;
+    let context =
+        RawValue::from_string(text("context")?).map_err(|error| corrupt(id, "context", error))?;
+    let already_rollback = match column::<i64>(row, id, "already_rollback")? {
+        0 => false,
+        1 => true,
+        other => {
+            return Err(corrupt(
+                id,
+                "already_rollback",
+                format!("{other} is not 0 or 1"),
+            ));
+        }
+    };
+    let deadline_ms = column::<Option<i64>>(row, id, "deadline_ms")?
+        .map(|value| unsigned(id, "deadline_ms", value))
+        .transpose()?;
+
+    Ok(ExecutionRecord {
+        id,
+        saga: text("saga")?,
+        fingerprint,
+        status: from_name(id, "status", text("status")?)?,
+        context,
+        steps: decode(id, "steps", &text("steps")?)?,
+        paused_step: optional_text("paused_step")?,
+        already_rollback,
+        user: optional_text("user")?,
+        headers: decode(id, "headers", &text("headers")?)?,
+        settings: decode(id, "settings", &text("settings")?)?,
+        deadline_ms,
+        transaction: from_name(id, "transaction_state", text("transaction_state")?)?,
+        version: integer("version")?,
+        created_at_ms: integer("created_at_ms")?,
+        updated_at_ms: integer("updated_at_ms")?,
+    })
+}
+
+/// Column `name` of `row` as a `T`; a value of another type is `Corrupt`.
+fn column<'r, T>(row: &'r SqliteRow, id: Uuid, name: &'static str) -> Result<T, RepositoryError>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get::<T, _>(name).map_err(|error| match error {
+        sqlx::Error::ColumnDecode { source, .. } => corrupt(id, name, source),
+        other => storage(other),
+    })
+}
+
+/// The id in column `id` of a listing row.
+fn row_id(row: &SqliteRow) -> Result<Uuid, RepositoryError> {
+    let text = column::<String>(row, Uuid::nil(), "id")?;
+    Uuid::parse_str(&text).map_err(|error| RepositoryError::Corrupt {
+        id: Uuid::nil(),
+        reason: format!("a row's `id` column holds {text:?}, not a UUID: {error}"),
+    })
+}
+
+/// The JSON encoding of a record field.
+fn encode<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("record fields hold only JSON-encodable data")
+}
+
+/// A record field decoded from the JSON in column `name`.
+fn decode<T: DeserializeOwned>(
+    id: Uuid,
+    name: &'static str,
+    json: &str,
+) -> Result<T, RepositoryError> {
+    serde_json::from_str(json).map_err(|error| corrupt(id, name, error))
+}
+
+/// The serde name of a unit variant (`"committing"`).
+fn name_of<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        other => panic!("a unit variant serializes as a string, got {other:?}"),
+    }
+}
+
+/// The unit variant named `name`, read from column `column`.
+fn from_name<T: DeserializeOwned>(
+    id: Uuid,
+    column: &'static str,
+    name: String,
+) -> Result<T, RepositoryError> {
+    serde_json::from_value(serde_json::Value::String(name))
+        .map_err(|error| corrupt(id, column, error))
+}
+
+/// A stored integer as the record's `u64`.
+fn unsigned(id: Uuid, column: &'static str, value: i64) -> Result<u64, RepositoryError> {
+    u64::try_from(value).map_err(|_| corrupt(id, column, format!("{value} is negative")))
+}
+
+/// A record's `u64` as SQLite's signed integer.
+fn signed(value: u64, field: &str) -> Result<i64, RepositoryError> {
+    i64::try_from(value).map_err(|_| {
+        RepositoryError::Storage(
+            format!("`{field}` = {value} does not fit SQLite's 64-bit signed integers").into(),
+        )
+    })
+}
+
+fn corrupt(id: Uuid, column: &str, reason: impl std::fmt::Display) -> RepositoryError {
+    RepositoryError::Corrupt {
+        id,
+        reason: format!("column `{column}`: {reason}"),
+    }
+}
+
+fn storage(error: impl std::error::Error + Send + Sync + 'static) -> RepositoryError {
+    RepositoryError::Storage(Box::new(error))
+}
