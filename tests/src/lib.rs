@@ -231,3 +231,16 @@ macro_rules! with_both_definitions {
         }
     )+};
 }
+
+/// The stored execution `id` of `saga`, loaded through the harness's manager.
+pub async fn load<C: Context>(
+    harness: &Harness,
+    saga: &Arc<SagaDefinition<C>>,
+    id: uuid::Uuid,
+) -> SagaExecution<C> {
+    harness
+        .manager
+        .load(Arc::clone(saga), id)
+        .await
+        .expect("the execution is stored")
+}

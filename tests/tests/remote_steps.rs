@@ -17,8 +17,8 @@ use saga_runtime::message::BrokerMessage;
 use saga_runtime::participant::InProcessParticipant;
 use saga_runtime::prelude::*;
 use saga_tests::{
-    Harness, SERVICE, Sent, assert_same_definition, command, reply_to, summaries, transaction,
-    with_both_definitions,
+    Harness, SERVICE, Sent, assert_same_definition, command, load, reply_to, summaries,
+    transaction, with_both_definitions,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -177,18 +177,6 @@ async fn answer(harness: &Harness, status: SagaResponseStatus, content: Value) -
         .resume(reply_to(&command, status, content, &["ticket"]))
         .await
         .expect("the reply is handled")
-}
-
-async fn load(
-    harness: &Harness,
-    saga: &Arc<SagaDefinition<Booking>>,
-    id: Uuid,
-) -> SagaExecution<Booking> {
-    harness
-        .manager
-        .load(Arc::clone(saga), id)
-        .await
-        .expect("the execution is stored")
 }
 
 fn step_status(execution: &SagaExecution<Booking>, name: &str) -> StepStatus {

@@ -17,8 +17,8 @@ use saga_runtime::message::BrokerMessage;
 use saga_runtime::participant::{InProcessParticipant, ParticipantEvent};
 use saga_runtime::prelude::*;
 use saga_tests::{
-    Harness, Sent, assert_same_definition, command, reply_to, summaries, summary, transaction,
-    with_both_definitions,
+    Harness, Sent, assert_same_definition, command, load, reply_to, summaries, summary,
+    transaction, with_both_definitions,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -227,18 +227,6 @@ async fn succeed(harness: &Harness, content: &str, related: &[&str]) -> ReplyOut
         ))
         .await
         .expect("the reply is handled")
-}
-
-async fn load(
-    harness: &Harness,
-    saga: &Arc<SagaDefinition<Booking>>,
-    id: Uuid,
-) -> SagaExecution<Booking> {
-    harness
-        .manager
-        .load(Arc::clone(saga), id)
-        .await
-        .expect("the execution is stored")
 }
 
 fn transaction_event(phase: Phase, transaction: Uuid, accepted: bool) -> ParticipantEvent {
