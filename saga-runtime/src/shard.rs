@@ -53,6 +53,16 @@ impl<V> ShardedMap<V> {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// What `pick` returns for each entry, shard by shard (each shard locked in turn).
+    pub(crate) fn collect<T>(&self, mut pick: impl FnMut(&Uuid, &V) -> Option<T>) -> Vec<T> {
+        let mut picked = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            picked.extend(shard.iter().filter_map(|(id, value)| pick(id, value)));
+        }
+        picked
+    }
+
     /// The number of entries.
     pub(crate) fn len(&self) -> usize {
         self.shards

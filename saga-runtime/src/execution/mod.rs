@@ -499,14 +499,18 @@ impl<C: Context> SagaExecution<C> {
             version: self.version,
             created_at_ms: self.created_at_ms,
             updated_at_ms: self.updated_at_ms,
+            pending: Vec::new(),
+            owner: None,
+            lease_until_ms: None,
         })
     }
 
     /// Runs `f` on the stored form built without copying the step executions and headers: they are
-    /// lent to the record and taken back afterwards (the store path of the manager).
+    /// lent to the record and taken back afterwards (the store path of the manager, which fills in
+    /// the outbox and the lease).
     pub(crate) async fn with_record<T, F>(&mut self, f: F) -> Result<T, serde_json::Error>
     where
-        F: AsyncFnOnce(&ExecutionRecord) -> T,
+        F: AsyncFnOnce(&mut ExecutionRecord) -> T,
     {
         let mut record = ExecutionRecord {
             id: self.id,
@@ -525,10 +529,13 @@ impl<C: Context> SagaExecution<C> {
             version: self.version,
             created_at_ms: self.created_at_ms,
             updated_at_ms: self.updated_at_ms,
+            pending: Vec::new(),
+            owner: None,
+            lease_until_ms: None,
         };
         record.steps = std::mem::take(&mut self.steps);
         record.headers = std::mem::take(&mut self.headers);
-        let result = f(&record).await;
+        let result = f(&mut record).await;
         self.steps = record.steps;
         self.headers = record.headers;
         Ok(result)

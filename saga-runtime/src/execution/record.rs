@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::{ExecutionSettings, SagaStatus, StepExecution, StepStatus, TransactionState};
 use crate::definition::{SagaDefinition, StepDefinition, StepKind};
 use crate::error::LoadError;
-use crate::message::Headers;
+use crate::message::{BrokerMessage, Headers};
 
 /// One stored execution: what a repository keeps (one row per execution in SQL backends).
 ///
@@ -58,6 +58,21 @@ pub struct ExecutionRecord {
     /// Last change (milliseconds since the Unix epoch).
     #[serde(default)]
     pub updated_at_ms: u64,
+    /// The messages the change to this state emitted, not yet known to be published (the
+    /// execution's outbox). They are written with the state in one store, so that a crash between
+    /// the store and the publish loses none of them; the manager clears them with
+    /// [`mark_published`](crate::repository::SagaExecutionRepository::mark_published) once they
+    /// are out, and recovery publishes again whatever is still here (receivers deduplicate by
+    /// message id).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<BrokerMessage>,
+    /// The manager instance advancing the execution now (`None` when it rests: paused or ended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Until when `owner` holds the execution (milliseconds since the Unix epoch); after it, recovery
+    /// on another instance may take the execution over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until_ms: Option<u64>,
 }
 
 impl ExecutionRecord {
@@ -79,6 +94,23 @@ impl ExecutionRecord {
     /// The context decoded as a `T`.
     pub fn context<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_str(self.context.get())
+    }
+
+    /// Whether start-up recovery has work to do on this execution: it was being advanced (`created`
+    /// or `running`), its transaction was being committed, it waits with a deadline (the timer died
+    /// with its process), or messages it emitted may not have been published.
+    pub fn needs_recovery(&self) -> bool {
+        matches!(self.status, SagaStatus::Created | SagaStatus::Running)
+            || self.transaction == TransactionState::Committing
+            || (self.status == SagaStatus::Paused && self.deadline_ms.is_some())
+            || !self.pending.is_empty()
+    }
+
+    /// Whether start-up recovery still has work once the pending messages are published.
+    pub fn needs_recovery_once_published(&self) -> bool {
+        matches!(self.status, SagaStatus::Created | SagaStatus::Running)
+            || self.transaction == TransactionState::Committing
+            || (self.status == SagaStatus::Paused && self.deadline_ms.is_some())
     }
 
     /// Whether the execution commits on success and rejects on failure.
@@ -232,5 +264,8 @@ impl PartialEq for ExecutionRecord {
             && self.version == other.version
             && self.created_at_ms == other.created_at_ms
             && self.updated_at_ms == other.updated_at_ms
+            && self.pending == other.pending
+            && self.owner == other.owner
+            && self.lease_until_ms == other.lease_until_ms
     }
 }

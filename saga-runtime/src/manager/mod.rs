@@ -767,7 +767,7 @@ impl Inner {
     async fn store<C: Context>(&self, execution: &mut SagaExecution<C>) -> Result<(), SagaError> {
         let repository = &self.repository;
         let stored = execution
-            .with_record(async |record: &ExecutionRecord| repository.store(record).await)
+            .with_record(async |record: &mut ExecutionRecord| repository.store(record).await)
             .await
             .map_err(SagaError::Encode)?;
         execution.version = stored?;

@@ -20,6 +20,7 @@ use super::SagaExecutionRepository;
 use crate::definition::Fingerprint;
 use crate::error::RepositoryError;
 use crate::execution::{ExecutionRecord, SagaStatus, StepExecution, StepStatus};
+use crate::message::BrokerMessage;
 
 /// Runs every check against `repository`, panicking with the broken rule on the first violation.
 /// It stores, updates and deletes executions with fresh ids, so it may run against a repository in
@@ -30,6 +31,11 @@ pub async fn check(repository: &dyn SagaExecutionRepository) {
     a_missing_execution_is_not_found(repository).await;
     delete_removes_and_is_idempotent(repository).await;
     executions_are_independent(repository).await;
+    a_batch_stores_each_record_as_store_would(repository).await;
+    pending_messages_are_cleared_only_for_their_version(repository).await;
+    recovery_lists_the_executions_it_has_work_on(repository).await;
+    listings_by_status_and_saga_oldest_first(repository).await;
+    retention_deletes_only_old_finished_executions(repository).await;
 }
 
 /// A record as the engine writes it: paused at its second step.
@@ -59,7 +65,27 @@ pub fn sample_record(id: Uuid) -> ExecutionRecord {
         version: 0,
         created_at_ms: 1_700_000_000_000,
         updated_at_ms: 1_700_000_000_001,
+        pending: vec![
+            BrokerMessage::new("ChargeCard", serde_json::json!({ "amount": 42 }))
+                .with_reply_to("conformanceReply"),
+        ],
+        owner: Some("instance-1".to_owned()),
+        lease_until_ms: Some(1_700_000_030_000),
     }
+}
+
+/// A record at rest: finished, nothing pending, no owner.
+fn finished_record(id: Uuid, saga: &str) -> ExecutionRecord {
+    let mut record = sample_record(id);
+    record.saga = saga.to_owned();
+    record.status = SagaStatus::Finished;
+    record.steps[1].status = StepStatus::Finished;
+    record.paused_step = None;
+    record.deadline_ms = None;
+    record.pending.clear();
+    record.owner = None;
+    record.lease_until_ms = None;
+    record
 }
 
 async fn stores_and_loads_a_new_execution(repository: &dyn SagaExecutionRepository) {
@@ -178,4 +204,233 @@ async fn executions_are_independent(repository: &dyn SagaExecutionRepository) {
         .await
         .expect("rule: other executions are untouched");
     assert_eq!(loaded.user.as_deref(), Some("bob"));
+}
+
+async fn a_batch_stores_each_record_as_store_would(repository: &dyn SagaExecutionRepository) {
+    let mut existing = sample_record(Uuid::new_v4());
+    existing.version = repository.store(&existing).await.expect("stored");
+    let new = sample_record(Uuid::new_v4());
+    let stale = sample_record(existing.id); // version 0 over an existing row
+    let mut update = existing.clone();
+    update.status = SagaStatus::Finished;
+    let results = repository.store_batch(&[&new, &stale, &update]).await;
+    assert_eq!(
+        results.len(),
+        3,
+        "rule: a batch gives one result per record"
+    );
+    assert_eq!(
+        results[0].as_ref().ok(),
+        Some(&1),
+        "rule: a new record in a batch is stored"
+    );
+    assert!(
+        matches!(
+            results[1],
+            Err(RepositoryError::Conflict { expected: 0, .. })
+        ),
+        "rule: a conflicting record in a batch is a Conflict, got {:?}",
+        results[1]
+    );
+    assert_eq!(
+        results[2].as_ref().ok(),
+        Some(&2),
+        "rule: a conflict in a batch does not undo the other records"
+    );
+    assert_eq!(repository.load(new.id).await.expect("loads").version, 1);
+    assert_eq!(
+        repository.load(existing.id).await.expect("loads").status,
+        SagaStatus::Finished
+    );
+    assert!(
+        repository.store_batch(&[]).await.is_empty(),
+        "rule: an empty batch is fine"
+    );
+}
+
+async fn pending_messages_are_cleared_only_for_their_version(
+    repository: &dyn SagaExecutionRepository,
+) {
+    let mut record = sample_record(Uuid::new_v4());
+    record.version = repository.store(&record).await.expect("stored");
+    let mut next = record.clone();
+    next.pending = vec![BrokerMessage::new("Refund", serde_json::json!(1))];
+    next.version = repository.store(&next).await.expect("stored");
+    assert!(
+        !repository
+            .mark_published(record.id, record.version)
+            .await
+            .expect("rule: mark_published works"),
+        "rule: mark_published of an old version does nothing"
+    );
+    assert_eq!(
+        repository.load(record.id).await.expect("loads").pending,
+        next.pending,
+        "rule: the newer version keeps its pending messages"
+    );
+    assert!(
+        repository
+            .mark_published(record.id, next.version)
+            .await
+            .expect("rule: mark_published works"),
+        "rule: mark_published of the stored version clears"
+    );
+    let loaded = repository.load(record.id).await.expect("loads");
+    assert!(
+        loaded.pending.is_empty(),
+        "rule: published messages are cleared"
+    );
+    assert_eq!(
+        loaded.version, next.version,
+        "rule: mark_published does not change the version"
+    );
+    assert!(
+        !repository
+            .mark_published(Uuid::new_v4(), 1)
+            .await
+            .expect("rule: mark_published of a missing execution is not an error"),
+    );
+}
+
+async fn recovery_lists_the_executions_it_has_work_on(repository: &dyn SagaExecutionRepository) {
+    let saga = format!("conformance-recovery-{}", Uuid::new_v4());
+    let mut running = finished_record(Uuid::new_v4(), &saga);
+    running.status = SagaStatus::Running;
+    let mut committing = finished_record(Uuid::new_v4(), &saga);
+    committing.transaction = crate::execution::TransactionState::Committing;
+    let mut unpublished = finished_record(Uuid::new_v4(), &saga);
+    unpublished.pending = vec![BrokerMessage::new("Refund", serde_json::json!(1))];
+    let waiting_with_deadline = sample_record(Uuid::new_v4());
+    let mut waiting = sample_record(Uuid::new_v4());
+    waiting.deadline_ms = None;
+    waiting.pending.clear();
+    let at_rest = finished_record(Uuid::new_v4(), &saga);
+    let mut expected = BTreeSet::new();
+    for record in [&running, &committing, &unpublished, &waiting_with_deadline] {
+        repository.store(record).await.expect("stored");
+        assert!(record.needs_recovery());
+        expected.insert(record.id);
+    }
+    for record in [&waiting, &at_rest] {
+        repository.store(record).await.expect("stored");
+        assert!(!record.needs_recovery());
+    }
+
+    // Page through everything, two at a time, as recovery does.
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let page = repository
+            .list_recoverable(after, 2)
+            .await
+            .expect("rule: list_recoverable works");
+        assert!(page.len() <= 2, "rule: a page holds at most `limit` ids");
+        let Some(last) = page.last().copied() else {
+            break;
+        };
+        listed.extend(page);
+        after = Some(last);
+    }
+    let mut sorted = listed.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(
+        listed, sorted,
+        "rule: pages come in id order, without repeats"
+    );
+    let listed: BTreeSet<Uuid> = listed.into_iter().collect();
+    assert!(
+        expected.is_subset(&listed),
+        "rule: running, committing, unpublished and deadline-bound executions are listed"
+    );
+    assert!(
+        !listed.contains(&waiting.id) && !listed.contains(&at_rest.id),
+        "rule: executions at rest are not listed"
+    );
+
+    repository
+        .mark_published(unpublished.id, 1)
+        .await
+        .expect("marked");
+    let after_publish: BTreeSet<Uuid> = repository
+        .list_recoverable(None, usize::MAX / 2)
+        .await
+        .expect("lists")
+        .into_iter()
+        .collect();
+    assert!(
+        !after_publish.contains(&unpublished.id),
+        "rule: once its messages are published, a finished execution is no longer listed"
+    );
+    assert!(after_publish.contains(&running.id));
+}
+
+async fn listings_by_status_and_saga_oldest_first(repository: &dyn SagaExecutionRepository) {
+    let saga = format!("conformance-listing-{}", Uuid::new_v4());
+    let mut older = finished_record(Uuid::new_v4(), &saga);
+    older.created_at_ms = 1_000;
+    let mut newer = finished_record(Uuid::new_v4(), &saga);
+    newer.created_at_ms = 2_000;
+    let mut paused = sample_record(Uuid::new_v4());
+    paused.saga = saga.clone();
+    paused.created_at_ms = 3_000;
+    for record in [&newer, &paused, &older] {
+        repository.store(record).await.expect("stored");
+    }
+    assert_eq!(
+        repository
+            .list_by_saga(&saga)
+            .await
+            .expect("rule: list_by_saga works"),
+        vec![older.id, newer.id, paused.id],
+        "rule: list_by_saga lists the saga's executions, oldest first"
+    );
+    let finished = repository
+        .list_by_status(SagaStatus::Finished)
+        .await
+        .expect("rule: list_by_status works");
+    let position = |id| finished.iter().position(|listed| *listed == id);
+    assert!(
+        matches!((position(older.id), position(newer.id)), (Some(a), Some(b)) if a < b),
+        "rule: list_by_status lists the executions in that status, oldest first"
+    );
+    assert_eq!(
+        position(paused.id),
+        None,
+        "rule: other statuses are not listed"
+    );
+}
+
+async fn retention_deletes_only_old_finished_executions(repository: &dyn SagaExecutionRepository) {
+    let saga = format!("conformance-retention-{}", Uuid::new_v4());
+    // Timestamps in 1970, so that no other execution in a shared repository is that old.
+    let mut old_finished = finished_record(Uuid::new_v4(), &saga);
+    old_finished.updated_at_ms = 1_000;
+    let mut old_paused = sample_record(Uuid::new_v4());
+    old_paused.updated_at_ms = 1_000;
+    let mut recent_finished = finished_record(Uuid::new_v4(), &saga);
+    recent_finished.updated_at_ms = 5_000;
+    for record in [&old_finished, &old_paused, &recent_finished] {
+        repository.store(record).await.expect("stored");
+    }
+    let deleted = repository
+        .delete_finished_before(2_000)
+        .await
+        .expect("rule: delete_finished_before works");
+    assert!(deleted >= 1, "rule: retention reports what it deleted");
+    assert!(
+        matches!(
+            repository.load(old_finished.id).await,
+            Err(RepositoryError::NotFound { .. })
+        ),
+        "rule: an old finished execution is deleted"
+    );
+    repository
+        .load(old_paused.id)
+        .await
+        .expect("rule: an unfinished execution is kept however old");
+    repository
+        .load(recent_finished.id)
+        .await
+        .expect("rule: a recent finished execution is kept");
 }

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::SagaExecutionRepository;
 use crate::error::RepositoryError;
-use crate::execution::ExecutionRecord;
+use crate::execution::{ExecutionRecord, SagaStatus};
 use crate::shard::ShardedMap;
 
 /// Keeps executions in memory, serialized as JSON (so that it pays, and tests exercise, the same
@@ -19,6 +19,29 @@ pub struct InMemoryRepository {
 struct Row {
     version: u64,
     json: String,
+    /// What the listings need, kept beside the JSON so that listing decodes nothing.
+    meta: Meta,
+}
+
+#[derive(Debug, Clone)]
+struct Meta {
+    saga: String,
+    status: SagaStatus,
+    created_at_ms: u64,
+    updated_at_ms: u64,
+    recoverable: bool,
+}
+
+impl Meta {
+    fn of(record: &ExecutionRecord) -> Self {
+        Self {
+            saga: record.saga.clone(),
+            status: record.status,
+            created_at_ms: record.created_at_ms,
+            updated_at_ms: record.updated_at_ms,
+            recoverable: record.needs_recovery(),
+        }
+    }
 }
 
 impl InMemoryRepository {
@@ -44,13 +67,26 @@ impl InMemoryRepository {
 
     /// Replaces the raw stored JSON of execution `id` (to simulate corruption in tests).
     pub fn put_raw(&self, id: Uuid, json: impl Into<String>) {
+        let json = json.into();
         let mut rows = self.rows.shard(&id);
         let version = rows.get(&id).map_or(1, |row| row.version);
+        // A row that does not decode is listed for recovery, which reports it.
+        let meta = match serde_json::from_str::<ExecutionRecord>(&json) {
+            Ok(record) => Meta::of(&record),
+            Err(_) => Meta {
+                saga: String::new(),
+                status: SagaStatus::Running,
+                created_at_ms: 0,
+                updated_at_ms: 0,
+                recoverable: true,
+            },
+        };
         rows.insert(
             id,
             Row {
                 version,
-                json: json.into(),
+                json,
+                meta,
             },
         );
     }
@@ -71,7 +107,15 @@ impl SagaExecutionRepository for InMemoryRepository {
             });
         }
         let version = found + 1;
-        rows.insert(record.id, Row { version, json });
+        let meta = Meta::of(record);
+        rows.insert(
+            record.id,
+            Row {
+                version,
+                json,
+                meta,
+            },
+        );
         Ok(version)
     }
 
@@ -99,5 +143,72 @@ impl SagaExecutionRepository for InMemoryRepository {
     async fn delete(&self, id: Uuid) -> Result<(), RepositoryError> {
         self.rows.shard(&id).remove(&id);
         Ok(())
+    }
+
+    async fn mark_published(&self, id: Uuid, version: u64) -> Result<bool, RepositoryError> {
+        let mut rows = self.rows.shard(&id);
+        let Some(row) = rows.get_mut(&id).filter(|row| row.version == version) else {
+            return Ok(false);
+        };
+        let mut record: ExecutionRecord =
+            serde_json::from_str(&row.json).map_err(|error| RepositoryError::Corrupt {
+                id,
+                reason: error.to_string(),
+            })?;
+        if record.pending.is_empty() {
+            return Ok(true);
+        }
+        record.pending.clear();
+        row.json = record.to_json();
+        row.meta.recoverable = record.needs_recovery();
+        Ok(true)
+    }
+
+    async fn list_recoverable(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, RepositoryError> {
+        let mut ids = self.select(|meta| meta.recoverable);
+        ids.sort_unstable();
+        Ok(ids
+            .into_iter()
+            .filter(|id| after.is_none_or(|after| *id > after))
+            .take(limit)
+            .collect())
+    }
+
+    async fn list_by_status(&self, status: SagaStatus) -> Result<Vec<Uuid>, RepositoryError> {
+        Ok(self.oldest_first(|meta| meta.status == status))
+    }
+
+    async fn list_by_saga(&self, saga: &str) -> Result<Vec<Uuid>, RepositoryError> {
+        Ok(self.oldest_first(|meta| meta.saga == saga))
+    }
+
+    async fn delete_finished_before(&self, updated_before_ms: u64) -> Result<u64, RepositoryError> {
+        let old = self.select(|meta| {
+            meta.status == SagaStatus::Finished && meta.updated_at_ms < updated_before_ms
+        });
+        for id in &old {
+            self.rows.shard(id).remove(id);
+        }
+        Ok(old.len() as u64)
+    }
+}
+
+impl InMemoryRepository {
+    /// The ids of the rows whose metadata passes `keep`.
+    fn select(&self, keep: impl Fn(&Meta) -> bool) -> Vec<Uuid> {
+        self.rows.collect(|id, row| keep(&row.meta).then_some(*id))
+    }
+
+    /// The ids of the rows whose metadata passes `keep`, oldest first.
+    fn oldest_first(&self, keep: impl Fn(&Meta) -> bool) -> Vec<Uuid> {
+        let mut rows = self
+            .rows
+            .collect(|id, row| keep(&row.meta).then_some((row.meta.created_at_ms, *id)));
+        rows.sort_unstable();
+        rows.into_iter().map(|(_, id)| id).collect()
     }
 }

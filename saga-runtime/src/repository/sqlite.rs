@@ -27,19 +27,22 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 /// The columns `load` reads, in order.
 const SELECT_RECORD: &str = r#"SELECT saga, fingerprint, status, context, steps, paused_step,
     already_rollback, "user", headers, settings, deadline_ms, transaction_state, version,
-    created_at_ms, updated_at_ms
+    created_at_ms, updated_at_ms, pending, owner, lease_until_ms
     FROM saga_executions WHERE id = ?1"#;
 
 const INSERT_RECORD: &str = r#"INSERT INTO saga_executions (id, saga, fingerprint, status,
     context, steps, paused_step, already_rollback, "user", headers, settings, deadline_ms,
-    transaction_state, created_at_ms, updated_at_ms, version)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1)
+    transaction_state, created_at_ms, updated_at_ms, version, pending, owner, lease_until_ms,
+    recoverable)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1, ?17, ?18, ?19,
+    ?20)
     ON CONFLICT (id) DO NOTHING"#;
 
 const UPDATE_RECORD: &str = r#"UPDATE saga_executions SET saga = ?2, fingerprint = ?3,
     status = ?4, context = ?5, steps = ?6, paused_step = ?7, already_rollback = ?8, "user" = ?9,
     headers = ?10, settings = ?11, deadline_ms = ?12, transaction_state = ?13,
-    created_at_ms = ?14, updated_at_ms = ?15, version = ?16 + 1
+    created_at_ms = ?14, updated_at_ms = ?15, version = ?16 + 1, pending = ?17, owner = ?18,
+    lease_until_ms = ?19, recoverable = ?20
     WHERE id = ?1 AND version = ?16"#;
 
 /// How hard SQLite works to keep a stored execution once `store` has returned (its `synchronous`
@@ -176,46 +179,39 @@ impl SqliteRepository {
         self.pool.close().await;
     }
 
-    /// The ids of the executions with `status`, oldest first.
-    pub async fn list_by_status(&self, status: SagaStatus) -> Result<Vec<Uuid>, RepositoryError> {
-        let rows = sqlx::query(
-            "SELECT id FROM saga_executions WHERE status = ?1 ORDER BY created_at_ms, id",
-        )
-        .bind(status.as_str())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(storage)?;
-        rows.iter().map(row_id).collect()
-    }
-
-    /// The ids of the executions of saga `saga` (its persisted name), oldest first.
-    pub async fn list_by_saga(&self, saga: &str) -> Result<Vec<Uuid>, RepositoryError> {
-        let rows = sqlx::query(
-            "SELECT id FROM saga_executions WHERE saga = ?1 ORDER BY created_at_ms, id",
-        )
-        .bind(saga)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(storage)?;
-        rows.iter().map(row_id).collect()
-    }
-
-    /// Retention: deletes the `finished` executions last updated before `updated_before_ms`
-    /// (milliseconds since the Unix epoch) and returns how many it deleted. Executions in any other
-    /// status are kept, however old.
-    pub async fn delete_finished_before(
+    /// Stores `records` in one transaction; a record that conflicts is reported and left out.
+    async fn store_in_one_transaction(
         &self,
-        updated_before_ms: u64,
-    ) -> Result<u64, RepositoryError> {
-        let cutoff = i64::try_from(updated_before_ms).unwrap_or(i64::MAX);
-        let result =
-            sqlx::query("DELETE FROM saga_executions WHERE status = ?1 AND updated_at_ms < ?2")
-                .bind(SagaStatus::Finished.as_str())
-                .bind(cutoff)
-                .execute(&self.pool)
-                .await
-                .map_err(storage)?;
-        Ok(result.rows_affected())
+        records: &[&ExecutionRecord],
+    ) -> Result<Vec<Result<u64, RepositoryError>>, sqlx::Error> {
+        let mut transaction = self.pool.begin().await?;
+        let mut results = Vec::with_capacity(records.len());
+        for record in records {
+            let statement = match store_statement(record) {
+                Ok(statement) => statement,
+                Err(error) => {
+                    results.push(Err(error));
+                    continue;
+                }
+            };
+            let affected = statement.execute(&mut *transaction).await?.rows_affected();
+            results.push(if affected == 1 {
+                Ok(record.version + 1)
+            } else {
+                let found: Option<i64> =
+                    sqlx::query_scalar("SELECT version FROM saga_executions WHERE id = ?1")
+                        .bind(record.id.to_string())
+                        .fetch_optional(&mut *transaction)
+                        .await?;
+                Err(RepositoryError::Conflict {
+                    id: record.id,
+                    expected: record.version,
+                    found: found.and_then(|v| u64::try_from(v).ok()).unwrap_or(0),
+                })
+            });
+        }
+        transaction.commit().await?;
+        Ok(results)
     }
 
     /// The version stored now for `id` (0: none), read after a refused store.
@@ -234,50 +230,82 @@ impl SqliteRepository {
     }
 }
 
+/// The statement that stores `record` (an insert for version 0, a compare-and-set update
+/// otherwise), with its values bound.
+fn store_statement(
+    record: &ExecutionRecord,
+) -> Result<sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'_>>, RepositoryError>
+{
+    let statement = if record.version == 0 {
+        INSERT_RECORD
+    } else {
+        UPDATE_RECORD
+    };
+    Ok(sqlx::query(statement)
+        .bind(record.id.to_string())
+        .bind(&record.saga)
+        .bind(record.fingerprint.to_string())
+        .bind(record.status.as_str())
+        .bind(record.context.get())
+        .bind(encode(&record.steps))
+        .bind(record.paused_step.as_deref())
+        .bind(record.already_rollback)
+        .bind(record.user.as_deref())
+        .bind(encode(&record.headers))
+        .bind(encode(&record.settings))
+        .bind(
+            record
+                .deadline_ms
+                .map(|ms| signed(ms, "deadline_ms"))
+                .transpose()?,
+        )
+        .bind(name_of(&record.transaction))
+        .bind(signed(record.created_at_ms, "created_at_ms")?)
+        .bind(signed(record.updated_at_ms, "updated_at_ms")?)
+        .bind(signed(record.version, "version")?)
+        .bind(encode(&record.pending))
+        .bind(record.owner.as_deref())
+        .bind(
+            record
+                .lease_until_ms
+                .map(|ms| signed(ms, "lease_until_ms"))
+                .transpose()?,
+        )
+        .bind(record.needs_recovery()))
+}
+
 #[async_trait]
 impl SagaExecutionRepository for SqliteRepository {
     async fn store(&self, record: &ExecutionRecord) -> Result<u64, RepositoryError> {
-        let id = record.id;
-        let expected = record.version;
-        let statement = if expected == 0 {
-            INSERT_RECORD
-        } else {
-            UPDATE_RECORD
-        };
-        let result = sqlx::query(statement)
-            .bind(id.to_string())
-            .bind(&record.saga)
-            .bind(record.fingerprint.to_string())
-            .bind(record.status.as_str())
-            .bind(record.context.get())
-            .bind(encode(&record.steps))
-            .bind(record.paused_step.as_deref())
-            .bind(record.already_rollback)
-            .bind(record.user.as_deref())
-            .bind(encode(&record.headers))
-            .bind(encode(&record.settings))
-            .bind(
-                record
-                    .deadline_ms
-                    .map(|ms| signed(ms, "deadline_ms"))
-                    .transpose()?,
-            )
-            .bind(name_of(&record.transaction))
-            .bind(signed(record.created_at_ms, "created_at_ms")?)
-            .bind(signed(record.updated_at_ms, "updated_at_ms")?)
-            .bind(signed(expected, "version")?)
+        let result = store_statement(record)?
             .execute(&self.pool)
             .await
             .map_err(storage)?;
         if result.rows_affected() == 1 {
-            return Ok(expected + 1);
+            return Ok(record.version + 1);
         }
         // Only on the failure path: tell the writer which version it raced with.
         Err(RepositoryError::Conflict {
-            id,
-            expected,
-            found: self.current_version(id).await?,
+            id: record.id,
+            expected: record.version,
+            found: self.current_version(record.id).await?,
         })
+    }
+
+    /// All records in one transaction: one commit (one sync with [`Durability::Full`]) for the
+    /// batch. A record that conflicts is left out; the others are committed.
+    async fn store_batch(&self, records: &[&ExecutionRecord]) -> Vec<Result<u64, RepositoryError>> {
+        match self.store_in_one_transaction(records).await {
+            Ok(results) => results,
+            Err(error) => {
+                // The commit failed: nothing of the batch is stored; every caller hears why.
+                let message = error.to_string();
+                records
+                    .iter()
+                    .map(|_| Err(RepositoryError::Storage(message.clone().into())))
+                    .collect()
+            }
+        }
     }
 
     async fn load(&self, id: Uuid) -> Result<ExecutionRecord, RepositoryError> {
@@ -297,6 +325,73 @@ impl SagaExecutionRepository for SqliteRepository {
             .await
             .map_err(storage)?;
         Ok(())
+    }
+
+    async fn mark_published(&self, id: Uuid, version: u64) -> Result<bool, RepositoryError> {
+        // `recoverable` is recomputed without the pending messages (see
+        // `ExecutionRecord::needs_recovery_once_published`).
+        let result = sqlx::query(
+            "UPDATE saga_executions SET pending = '[]', recoverable = \
+             (status IN ('created', 'running') OR transaction_state = 'committing' \
+              OR (status = 'paused' AND deadline_ms IS NOT NULL)) \
+             WHERE id = ?1 AND version = ?2",
+        )
+        .bind(id.to_string())
+        .bind(signed(version, "version")?)
+        .execute(&self.pool)
+        .await
+        .map_err(storage)?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn list_recoverable(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, RepositoryError> {
+        let rows = sqlx::query(
+            "SELECT id FROM saga_executions WHERE recoverable = 1 AND id > ?1 ORDER BY id LIMIT ?2",
+        )
+        .bind(after.map(|id| id.to_string()).unwrap_or_default())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(storage)?;
+        rows.iter().map(row_id).collect()
+    }
+
+    async fn list_by_status(&self, status: SagaStatus) -> Result<Vec<Uuid>, RepositoryError> {
+        let rows = sqlx::query(
+            "SELECT id FROM saga_executions WHERE status = ?1 ORDER BY created_at_ms, id",
+        )
+        .bind(status.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(storage)?;
+        rows.iter().map(row_id).collect()
+    }
+
+    async fn list_by_saga(&self, saga: &str) -> Result<Vec<Uuid>, RepositoryError> {
+        let rows = sqlx::query(
+            "SELECT id FROM saga_executions WHERE saga = ?1 ORDER BY created_at_ms, id",
+        )
+        .bind(saga)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(storage)?;
+        rows.iter().map(row_id).collect()
+    }
+
+    async fn delete_finished_before(&self, updated_before_ms: u64) -> Result<u64, RepositoryError> {
+        let cutoff = i64::try_from(updated_before_ms).unwrap_or(i64::MAX);
+        let result =
+            sqlx::query("DELETE FROM saga_executions WHERE status = ?1 AND updated_at_ms < ?2")
+                .bind(SagaStatus::Finished.as_str())
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await
+                .map_err(storage)?;
+        Ok(result.rows_affected())
     }
 }
 
@@ -355,6 +450,11 @@ fn decode_record(id: Uuid, row: &SqliteRow) -> Result<ExecutionRecord, Repositor
         version: integer("version")?,
         created_at_ms: integer("created_at_ms")?,
         updated_at_ms: integer("updated_at_ms")?,
+        pending: decode(id, "pending", &text("pending")?)?,
+        owner: optional_text("owner")?,
+        lease_until_ms: column::<Option<i64>>(row, id, "lease_until_ms")?
+            .map(|value| unsigned(id, "lease_until_ms", value))
+            .transpose()?,
     })
 }
 
