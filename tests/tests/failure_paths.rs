@@ -3,8 +3,6 @@
 //! remote step, a manual rollback while a run waits in memory, and a transient storage failure
 //! while a reply is handled (the reply is redelivered and applied once).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -680,54 +678,55 @@ impl FlakyRepository {
     }
 }
 
+#[async_trait::async_trait]
 impl SagaExecutionRepository for FlakyRepository {
-    fn store<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        record: &'life1 ExecutionRecord,
-    ) -> Pin<Box<dyn Future<Output = Result<u64, RepositoryError>> + Send + 'async_trait>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(async move {
-            self.stores.fetch_add(1, Ordering::SeqCst);
-            let armed = self
-                .fail_next
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
-                    left.checked_sub(1)
-                })
-                .is_ok();
-            if armed {
-                self.failures.fetch_add(1, Ordering::SeqCst);
-                return Err(RepositoryError::Storage(Box::new(std::io::Error::other(
-                    "the disk is busy",
-                ))));
-            }
-            self.inner.store(record).await
-        })
+    async fn store(&self, record: &ExecutionRecord) -> Result<u64, RepositoryError> {
+        self.stores.fetch_add(1, Ordering::SeqCst);
+        let armed = self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok();
+        if armed {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+            return Err(RepositoryError::Storage(Box::new(std::io::Error::other(
+                "the disk is busy",
+            ))));
+        }
+        self.inner.store(record).await
     }
 
-    fn load<'life0, 'async_trait>(
-        &'life0 self,
-        id: Uuid,
-    ) -> Pin<Box<dyn Future<Output = Result<ExecutionRecord, RepositoryError>> + Send + 'async_trait>>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(async move { self.inner.load(id).await })
+    async fn load(&self, id: Uuid) -> Result<ExecutionRecord, RepositoryError> {
+        self.inner.load(id).await
     }
 
-    fn delete<'life0, 'async_trait>(
-        &'life0 self,
-        id: Uuid,
-    ) -> Pin<Box<dyn Future<Output = Result<(), RepositoryError>> + Send + 'async_trait>>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(async move { self.inner.delete(id).await })
+    async fn delete(&self, id: Uuid) -> Result<(), RepositoryError> {
+        self.inner.delete(id).await
+    }
+
+    async fn mark_published(&self, id: Uuid, version: u64) -> Result<bool, RepositoryError> {
+        self.inner.mark_published(id, version).await
+    }
+
+    async fn list_recoverable(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, RepositoryError> {
+        self.inner.list_recoverable(after, limit).await
+    }
+
+    async fn list_by_status(&self, status: SagaStatus) -> Result<Vec<Uuid>, RepositoryError> {
+        self.inner.list_by_status(status).await
+    }
+
+    async fn list_by_saga(&self, saga: &str) -> Result<Vec<Uuid>, RepositoryError> {
+        self.inner.list_by_saga(saga).await
+    }
+
+    async fn delete_finished_before(&self, before_ms: u64) -> Result<u64, RepositoryError> {
+        self.inner.delete_finished_before(before_ms).await
     }
 }
 
