@@ -56,6 +56,7 @@ pub mod context;
 pub mod definition;
 pub mod error;
 pub mod execution;
+pub mod faults;
 mod locks;
 pub mod manager;
 pub mod message;

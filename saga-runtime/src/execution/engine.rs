@@ -82,6 +82,15 @@ impl<'r> Run<'r> {
         id
     }
 
+    /// Queues `request` again as the command with message id `id` (sent before).
+    fn resend(&mut self, request: SagaRequest, id: Uuid) {
+        let (target, content) = request.into_parts();
+        let mut message = BrokerMessage::new(target, content).with_reply_to(self.env.reply_topic());
+        message.id = id;
+        message.headers = self.command_headers();
+        self.outbox.push(message);
+    }
+
     /// The headers of a command: the inherited ones, with the execution's id as `saga`, nested in
     /// the inherited `transactions`, and the acting user. Built per message, so that an advance
     /// that sends nothing builds nothing.
@@ -116,6 +125,45 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|text| (*text).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic payload".to_owned())
+}
+
+/// Queues again the command the level's waiting remote step (possibly inside a conditional's
+/// sub-saga) sent, with its original message id: its request is built again from the context.
+/// Returns whether there was one.
+pub(super) fn resend_level<'a, C: Context>(
+    definitions: &'a [StepDefinition<C>],
+    steps: &'a [StepExecution],
+    context: &'a C,
+    run: &'a mut Run<'_>,
+) -> BoxFuture<'a, Result<bool, String>> {
+    Box::pin(async move {
+        let Some(step) = steps.last() else {
+            return Ok(false);
+        };
+        if step.status != StepStatus::PausedByOnExecute {
+            return Ok(false);
+        }
+        match &definitions[steps.len() - 1] {
+            StepDefinition::Remote(remote) => {
+                let Some(id) = step.request_id else {
+                    return Ok(false);
+                };
+                let request = guarded(remote.on_execute.call.call(context)).await?;
+                run.resend(request, id);
+                Ok(true)
+            }
+            StepDefinition::Conditional(conditional) => {
+                let (Some(branch), Some(inner)) = (step.branch, step.inner.as_ref()) else {
+                    return Ok(false);
+                };
+                let Some(saga) = conditional.branch_saga(branch) else {
+                    return Ok(false);
+                };
+                resend_level(saga.steps(), &inner.steps, context, run).await
+            }
+            StepDefinition::Local(_) => Ok(false),
+        }
+    })
 }
 
 /// Runs one level: resumes its paused step with `resume`, then runs its remaining steps in order.
@@ -466,7 +514,7 @@ pub(super) fn before_failed(steps: &mut [StepExecution]) -> &mut [StepExecution]
 /// failed with a compensation that did not complete) whose completed steps are compensated. A
 /// remote step still waiting for its reply is not compensated: it never completed, and its
 /// participant's tentative work is settled by the transaction.
-fn has_effect(step: &StepExecution) -> bool {
+pub(super) fn has_effect(step: &StepExecution) -> bool {
     match step.status {
         StepStatus::Finished
         | StepStatus::ErroredOnFailure
@@ -570,7 +618,7 @@ fn restore(status: StepStatus) -> StepStatus {
 
 /// Records a failed compensation. A completed step becomes `errored-on-failure`; a step that had
 /// failed already keeps its status (a retry must not turn it into a completed step).
-fn compensation_failed(step: &mut StepExecution, before: StepStatus, message: String) {
+pub(super) fn compensation_failed(step: &mut StepExecution, before: StepStatus, message: String) {
     tracing::warn!(saga.step = %step.name, %message, "saga compensation failed");
     step.status = match before {
         StepStatus::Finished | StepStatus::ErroredOnFailure => StepStatus::ErroredOnFailure,

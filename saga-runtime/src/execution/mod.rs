@@ -6,6 +6,7 @@
 //! state. That keeps "state stored" and "message sent" in the caller's hands, where a durable outbox
 //! can make them atomic, and it keeps the engine free of I/O besides the handlers' own.
 
+mod checkpoint;
 mod engine;
 mod record;
 mod status;
@@ -17,6 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
+pub(crate) use checkpoint::{Checkpoint, NoCheckpoint};
 pub use record::ExecutionRecord;
 pub use status::{SagaStatus, StepStatus};
 pub use step::{InnerExecution, StepExecution};
@@ -363,7 +365,29 @@ impl<C: Context> SagaExecution<C> {
             }
         }
         let resume = reply.map(engine::Resume::Reply);
-        self.advance(resume, env, outbox).await
+        self.advance(resume, env, outbox, &mut NoCheckpoint).await
+    }
+
+    /// [`execute`](Self::execute) with `checkpoint` called before each top-level compensation.
+    pub(crate) async fn execute_checkpointed(
+        &mut self,
+        reply: Option<SagaResponse>,
+        env: &ExecutionEnv,
+        outbox: &mut Outbox,
+        checkpoint: &mut dyn Checkpoint<C>,
+    ) -> Result<Progress, ExecutionError> {
+        if let Some(reply) = &reply {
+            self.check_reply(reply)?;
+        } else if self.status.is_terminal() {
+            return Err(ExecutionError::AlreadyExecuted {
+                id: self.id,
+                status: self.status,
+            });
+        } else if self.status == SagaStatus::Paused {
+            return Ok(Progress::Paused);
+        }
+        let resume = reply.map(engine::Resume::Reply);
+        self.advance(resume, env, outbox, checkpoint).await
     }
 
     /// Fails the paused step because its reply did not come in time (only if it still waits for
@@ -375,14 +399,42 @@ impl<C: Context> SagaExecution<C> {
         env: &ExecutionEnv,
         outbox: &mut Outbox,
     ) -> Result<Progress, ExecutionError> {
-        if self.status != SagaStatus::Paused || self.waiting_request() != Some(request) {
+        if !self.is_waiting_for(request) {
             return Err(ExecutionError::ReplyRejected {
                 id: self.id,
                 reason: ReplyRejection::NotWaiting,
             });
         }
-        self.advance(Some(engine::Resume::Timeout), env, outbox)
+        self.advance(
+            Some(engine::Resume::Timeout),
+            env,
+            outbox,
+            &mut NoCheckpoint,
+        )
+        .await
+    }
+
+    /// [`expire`](Self::expire) with `checkpoint` called before each top-level compensation.
+    pub(crate) async fn expire_checkpointed(
+        &mut self,
+        request: Uuid,
+        env: &ExecutionEnv,
+        outbox: &mut Outbox,
+        checkpoint: &mut dyn Checkpoint<C>,
+    ) -> Result<Progress, ExecutionError> {
+        if !self.is_waiting_for(request) {
+            return Err(ExecutionError::ReplyRejected {
+                id: self.id,
+                reason: ReplyRejection::NotWaiting,
+            });
+        }
+        self.advance(Some(engine::Resume::Timeout), env, outbox, checkpoint)
             .await
+    }
+
+    /// Whether the execution is paused waiting for the reply to command `request`.
+    pub(crate) fn is_waiting_for(&self, request: Uuid) -> bool {
+        self.status == SagaStatus::Paused && self.waiting_request() == Some(request)
     }
 
     /// Compensates the executed steps in reverse order (each at most once) and leaves the execution
@@ -394,21 +446,26 @@ impl<C: Context> SagaExecution<C> {
         env: &ExecutionEnv,
         outbox: &mut Outbox,
     ) -> Result<(), ExecutionError> {
+        self.rollback_checkpointed(env, outbox, &mut NoCheckpoint)
+            .await
+    }
+
+    /// [`rollback`](Self::rollback) with `checkpoint` called before each top-level compensation.
+    pub(crate) async fn rollback_checkpointed(
+        &mut self,
+        env: &ExecutionEnv,
+        outbox: &mut Outbox,
+        checkpoint: &mut dyn Checkpoint<C>,
+    ) -> Result<(), ExecutionError> {
         if self.already_rollback {
             return Err(ExecutionError::AlreadyRolledBack {
                 id: self.id,
                 what: self.definition.name().to_owned(),
             });
         }
-        let definition = Arc::clone(&self.definition);
-        let mut run = engine::Run::new(self.id, self.user.as_deref(), env, &self.headers, outbox);
-        let failed = engine::rollback_level(
-            definition.steps(),
-            &mut self.steps,
-            &mut self.context,
-            &mut run,
-        )
-        .await;
+        let failed = self
+            .compensate_top_level(self.steps.len(), env, outbox, checkpoint)
+            .await;
         // A compensated saga is over, whatever it was before: late replies change nothing, and its
         // transaction is rejected, never committed.
         self.status = SagaStatus::Errored;
@@ -597,7 +654,7 @@ impl<C: Context> SagaExecution<C> {
         find(&self.steps)
     }
 
-    fn check_reply(&self, reply: &SagaResponse) -> Result<(), ExecutionError> {
+    pub(crate) fn check_reply(&self, reply: &SagaResponse) -> Result<(), ExecutionError> {
         let reject = |reason| {
             Err(ExecutionError::ReplyRejected {
                 id: self.id,
@@ -627,6 +684,7 @@ impl<C: Context> SagaExecution<C> {
         resume: Option<engine::Resume>,
         env: &ExecutionEnv,
         outbox: &mut Outbox,
+        checkpoint: &mut dyn Checkpoint<C>,
     ) -> Result<Progress, ExecutionError> {
         self.status = SagaStatus::Running;
         self.deadline_ms = None;
@@ -651,14 +709,11 @@ impl<C: Context> SagaExecution<C> {
             }
             engine::LevelOutcome::Failed(failure) => {
                 let mut failed = failure.compensation_failures;
+                // The failed step compensated itself as far as it had to: the steps before it.
+                let before_failed = self.steps.len().saturating_sub(1);
                 failed.extend(
-                    engine::rollback_level(
-                        definition.steps(),
-                        engine::before_failed(&mut self.steps),
-                        &mut self.context,
-                        &mut run,
-                    )
-                    .await,
+                    self.compensate_top_level(before_failed, env, outbox, checkpoint)
+                        .await,
                 );
                 self.already_rollback = failed.is_empty();
                 self.status = SagaStatus::Errored;
@@ -679,6 +734,119 @@ impl<C: Context> SagaExecution<C> {
         };
         self.touch();
         result
+    }
+
+    /// Compensates the first `count` top-level steps in reverse order, each at most once: before a
+    /// step's compensation runs, the step is marked `running-on-failure` and `checkpoint` saves the
+    /// execution, so that after a crash the compensation is known to have (maybe) started and is
+    /// never run a second time (see [`interrupted_compensations`](Self::settle_interrupted_compensations)).
+    /// A compensation whose intent cannot be saved does not run; it fails like a failing handler and a
+    /// later rollback retries it. Returns the names of the steps whose compensation failed.
+    async fn compensate_top_level(
+        &mut self,
+        count: usize,
+        env: &ExecutionEnv,
+        outbox: &mut Outbox,
+        checkpoint: &mut dyn Checkpoint<C>,
+    ) -> Vec<String> {
+        let definition = Arc::clone(&self.definition);
+        let mut failed = Vec::new();
+        for index in (0..count).rev() {
+            let step = &self.steps[index];
+            if step.already_rollback || !engine::has_effect(step) {
+                continue;
+            }
+            let before = step.status;
+            self.steps[index].status = StepStatus::RunningOnFailure;
+            self.touch();
+            let saved = checkpoint.save(self, outbox).await;
+            let step = &mut self.steps[index];
+            step.status = before;
+            if let Err(message) = saved {
+                engine::compensation_failed(
+                    step,
+                    before,
+                    format!("its compensation did not start: saving the intent failed: {message}"),
+                );
+                failed.push(step.name.clone());
+                continue;
+            }
+            let mut run =
+                engine::Run::new(self.id, self.user.as_deref(), env, &self.headers, outbox);
+            let result = engine::compensate_step(
+                &definition.steps()[index],
+                &mut self.steps[index],
+                &mut self.context,
+                &mut run,
+            )
+            .await;
+            crate::faults::reach("after-compensation");
+            if result.is_err() {
+                failed.push(self.steps[index].name.clone());
+            }
+        }
+        failed
+    }
+
+    /// Whether the execution was stored in the middle of a rollback: a top-level compensation under
+    /// way (a step marked `running-on-failure`), or a running execution with a failed or compensated
+    /// step (its rollback had started).
+    pub(crate) fn rollback_interrupted(&self) -> bool {
+        use StepStatus as S;
+        self.steps.iter().any(|step| {
+            step.status == S::RunningOnFailure
+                || (self.status == SagaStatus::Running
+                    && (step.already_rollback
+                        || matches!(
+                            step.status,
+                            S::ErroredOnExecute
+                                | S::ErroredByOnExecute
+                                | S::ErroredOnFailure
+                                | S::ErroredOnSuccess
+                                | S::ErroredOnError
+                        )))
+        })
+    }
+
+    /// Recovery: queues again the command the waiting remote step sent (its request built again
+    /// from the context, with the original message id, so that receivers see a duplicate). Returns
+    /// whether there was one.
+    pub(crate) async fn resend_waiting(
+        &self,
+        env: &ExecutionEnv,
+        outbox: &mut Outbox,
+    ) -> Result<bool, String> {
+        let mut run = engine::Run::new(self.id, self.user.as_deref(), env, &self.headers, outbox);
+        engine::resend_level(
+            self.definition.steps(),
+            &self.steps,
+            &self.context,
+            &mut run,
+        )
+        .await
+    }
+
+    /// Recovery: the compensations that were under way when the process stopped may or may not have
+    /// run. Compensations run at most once, so they are not run again: each such step is recorded as
+    /// compensated with an `errored-on-failure` status and an error saying so. Returns their names.
+    pub(crate) fn settle_interrupted_compensations(&mut self) -> Vec<String> {
+        let mut settled = Vec::new();
+        for step in &mut self.steps {
+            if step.status == StepStatus::RunningOnFailure {
+                step.status = StepStatus::ErroredOnFailure;
+                step.already_rollback = true;
+                step.error = Some(
+                    "its compensation was interrupted by a stop of the process; it may have run, \
+                     and compensations run at most once, so it was not run again"
+                        .to_owned(),
+                );
+                settled.push(step.name.clone());
+            }
+        }
+        if !settled.is_empty() {
+            self.touch();
+        }
+        settled
     }
 
     fn touch(&mut self) {

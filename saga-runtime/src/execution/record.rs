@@ -97,12 +97,14 @@ impl ExecutionRecord {
     }
 
     /// Whether start-up recovery has work to do on this execution: it was being advanced (`created`
-    /// or `running`), its transaction was being committed, it waits with a deadline (the timer died
-    /// with its process), or messages it emitted may not have been published.
+    /// or `running`, or an instance holds it), its transaction was being committed, it waits with a
+    /// deadline (the timer died with its process), or messages it emitted may not have been
+    /// published.
     pub fn needs_recovery(&self) -> bool {
         matches!(self.status, SagaStatus::Created | SagaStatus::Running)
             || self.transaction == TransactionState::Committing
             || (self.status == SagaStatus::Paused && self.deadline_ms.is_some())
+            || self.owner.is_some()
             || !self.pending.is_empty()
     }
 
@@ -111,6 +113,7 @@ impl ExecutionRecord {
         matches!(self.status, SagaStatus::Created | SagaStatus::Running)
             || self.transaction == TransactionState::Committing
             || (self.status == SagaStatus::Paused && self.deadline_ms.is_some())
+            || self.owner.is_some()
     }
 
     /// Whether the execution commits on success and rejects on failure.
@@ -185,7 +188,11 @@ fn impossible_state(step: &StepExecution, last: bool) -> Option<String> {
     if step.kind != StepKind::Conditional && (step.branch.is_some() || step.inner.is_some()) {
         return Some(format!("is a {} step with a sub-saga", step.kind));
     }
-    let settled = matches!(step.status, S::Finished | S::ErroredOnFailure) || step.already_rollback;
+    // `running-on-failure` before later steps: the intent of a compensation, stored before it ran.
+    let settled = matches!(
+        step.status,
+        S::Finished | S::ErroredOnFailure | S::RunningOnFailure
+    ) || step.already_rollback;
     if !last && !settled {
         return Some(format!("is `{}` but later steps ran", step.status));
     }

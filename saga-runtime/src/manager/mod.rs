@@ -2,18 +2,22 @@
 //! two-phase commit when they end.
 //!
 //! Every path that changes an execution goes through `Inner::drive` under the execution's lock:
-//! run the engine, store the new state, then publish what the engine emitted (store first, so that no
-//! message is ever sent for a state that was not stored), then commit or reject the transaction.
-//! Waiting "in memory" is the same path: the execution is stored at its pause and the caller waits
-//! for the reply listener to report that it ended, so a crash while waiting loses nothing.
+//! claim the execution (store it with this instance as its owner, before any handler runs), run the
+//! engine, store the new state together with the messages the engine emitted, then publish them
+//! (so that no message is ever sent for a state that was not stored, and none is lost by a crash
+//! between the two: recovery publishes again what was stored but not marked published), then
+//! commit or reject the transaction. Waiting "in memory" is the same path: the execution is stored
+//! at its pause and the caller waits for the reply listener to report that it ended, so a crash
+//! while waiting loses nothing. See `recovery` for what happens after a crash.
 
 mod options;
+mod recovery;
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::oneshot;
@@ -22,16 +26,19 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 pub use options::{RunOptions, RunOutcome};
+pub use recovery::RecoveryReport;
 
 use crate::broker::{Broker, InProcessBroker, Subscription};
 use crate::committer::{CommitError, TransactionCommitter};
 use crate::context::Context;
+use crate::definition::BoxFuture;
 use crate::definition::{Fingerprint, IntoDefinition, SagaDefinition};
 use crate::error::{BrokerError, ExecutionError, LoadError, MessageError, RepositoryError};
 use crate::execution::{
-    ExecutionEnv, ExecutionRecord, Outbox, Progress, ReplyRejection, SagaExecution, SagaStatus,
-    TransactionState, now_ms,
+    Checkpoint, ExecutionEnv, ExecutionRecord, Outbox, Progress, ReplyRejection, SagaExecution,
+    SagaStatus, TransactionState, now_ms,
 };
+use crate::faults;
 use crate::locks::ExecutionLocks;
 use crate::message::{BrokerMessage, SagaResponse, header};
 use crate::registry::{Registry, SagaType};
@@ -81,6 +88,15 @@ pub enum SagaError {
         id: Uuid,
         /// What failed.
         reason: String,
+    },
+    /// Another manager instance holds the execution (its lease has not run out): it is being
+    /// advanced there. Try again later; a reply is redelivered.
+    #[error("saga execution {id} is being advanced by instance `{owner}`")]
+    Busy {
+        /// The execution.
+        id: Uuid,
+        /// The instance holding it.
+        owner: String,
     },
     /// The manager shut down while the run waited for its execution to end.
     #[error("the saga manager shut down while execution {id} was waiting")]
@@ -155,9 +171,45 @@ pub struct SagaManagerBuilder {
     broker: Option<Arc<dyn Broker>>,
     commit_timeout: Duration,
     registry: Registry,
+    instance: Option<String>,
+    lease: Duration,
+    recover_on_start: bool,
+    storage_retry: Duration,
 }
 
 impl SagaManagerBuilder {
+    /// This instance's name, written as the owner of the executions it advances (default: the
+    /// service name and a random suffix). Give an instance the same name when it restarts and its
+    /// start-up recovery takes over its own executions at once, instead of waiting for their leases
+    /// to run out.
+    pub fn instance(mut self, instance: impl Into<String>) -> Self {
+        self.instance = Some(instance.into());
+        self
+    }
+
+    /// How long an instance holds an execution it advances (default 2 minutes); when an instance
+    /// dies, another one's recovery takes its executions over after that. It must exceed the
+    /// longest advance: the slowest run of local steps plus the two-phase commit. Recovery sweeps
+    /// run at this interval too.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Whether `build` runs a recovery sweep and starts the periodic ones (default `true`). See
+    /// [`SagaManager::recover`].
+    pub fn recover_on_start(mut self, recover: bool) -> Self {
+        self.recover_on_start = recover;
+        self
+    }
+
+    /// How long a store that fails for a storage reason (database unreachable, locked) is retried,
+    /// with exponential back-off, before the advance fails (default 30 s).
+    pub fn storage_retry(mut self, retry: Duration) -> Self {
+        self.storage_retry = retry;
+        self
+    }
+
     /// The sagas whose stored executions this manager can resume by name (default: none; sagas
     /// started with [`SagaManager::run`] are known from then on). See [`Registry::from_inventory`].
     pub fn registry(mut self, registry: Registry) -> Self {
@@ -207,6 +259,9 @@ impl SagaManagerBuilder {
         let committer =
             TransactionCommitter::new(Arc::clone(&broker), env.service(), self.commit_timeout);
         let subscription = broker.subscribe(env.reply_topic()).await?;
+        let instance = self
+            .instance
+            .unwrap_or_else(|| format!("{}-{}", env.service(), Uuid::new_v4().simple()));
         let inner = Arc::new(Inner {
             env,
             repository,
@@ -215,25 +270,41 @@ impl SagaManagerBuilder {
             sagas: RwLock::default(),
             locks: ExecutionLocks::default(),
             parked: ShardedMap::default(),
+            expiries: ShardedMap::default(),
             counters: Counters::default(),
+            instance,
+            lease: self.lease,
+            storage_retry: self.storage_retry,
         });
         for saga in self.registry.erased() {
             inner.register_erased(saga)?;
         }
-        let listener = tokio::spawn(listen(Arc::downgrade(&inner), subscription));
+        let mut tasks = vec![tokio::spawn(listen(Arc::downgrade(&inner), subscription))];
+        if self.recover_on_start {
+            let report = inner.recover().await;
+            if !report.is_empty() {
+                tracing::info!(%report, "start-up recovery");
+            }
+            tasks.push(tokio::spawn(recovery::sweep_periodically(
+                Arc::downgrade(&inner),
+                self.lease,
+            )));
+        }
         Ok(SagaManager {
             inner,
-            _listener: Arc::new(ListenerGuard(listener)),
+            _listener: Arc::new(ListenerGuard(tasks)),
         })
     }
 }
 
-/// Stops the reply listener when the last manager handle goes.
-struct ListenerGuard(JoinHandle<()>);
+/// Stops the reply listener and the recovery sweeps when the last manager handle goes.
+struct ListenerGuard(Vec<JoinHandle<()>>);
 
 impl Drop for ListenerGuard {
     fn drop(&mut self) {
-        self.0.abort();
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }
 
@@ -246,7 +317,24 @@ impl SagaManager {
             broker: None,
             commit_timeout: Duration::from_secs(30),
             registry: Registry::empty(),
+            instance: None,
+            lease: Duration::from_secs(120),
+            recover_on_start: true,
+            storage_retry: Duration::from_secs(30),
         }
+    }
+
+    /// This instance's name (the owner written on the executions it advances).
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// Runs one recovery sweep now (the manager also runs one when it is built and then one per
+    /// lease period, unless [`SagaManagerBuilder::recover_on_start`] turned them off) and reports
+    /// what it did. What recovery does with each kind of execution is described in the crate's
+    /// README (section "Durability and recovery").
+    pub async fn recover(&self) -> RecoveryReport {
+        self.inner.recover().await
     }
 
     /// The service's execution environment.
@@ -410,6 +498,7 @@ impl SagaManager {
 }
 
 /// What advances an execution.
+#[derive(Clone)]
 pub(crate) enum Input {
     Start,
     Reply(SagaResponse),
@@ -467,7 +556,27 @@ pub(crate) struct Inner {
     sagas: RwLock<HashMap<String, Arc<dyn ErasedSaga>>>,
     locks: ExecutionLocks,
     parked: ShardedMap<Parked>,
+    /// The command each armed expiry timer waits for, so that recovery sweeps arm a timer once.
+    expiries: ShardedMap<Uuid>,
     counters: Counters,
+    instance: String,
+    lease: Duration,
+    storage_retry: Duration,
+}
+
+/// Whether a store keeps this instance as the execution's owner (it goes on advancing it) or lets
+/// the execution rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hold {
+    Keep,
+    Release,
+}
+
+/// What a store wrote: the version, and the messages stored with it, to publish next.
+pub(crate) struct Stored {
+    id: Uuid,
+    version: u64,
+    messages: Vec<BrokerMessage>,
 }
 
 impl Inner {
@@ -545,37 +654,14 @@ impl Inner {
         }
         let parked = self.parked.shard(&id).remove(&id);
         let Some(parked) = parked else {
-            let record = match self.repository.load(id).await {
-                Ok(record) => record,
-                Err(RepositoryError::NotFound { .. }) => {
-                    return Ok(ReplyOutcome::Ignored {
-                        id,
-                        reason: ReplyRejection::UnknownExecution,
-                    });
-                }
-                Err(error) => return Err(error.into()),
-            };
-            let saga = self
-                .saga(&record.saga)
-                .ok_or_else(|| LoadError::UnknownSaga {
-                    id,
-                    saga: record.saga.clone(),
-                })?;
-            let advanced = saga
-                .advance(self, id, Source::Stored(Box::new(record)), input, false)
-                .await?;
-            // A commit asked for by hand reports its failure to the caller; a saga failing on a
-            // reply is an outcome of the saga, reported to whoever waits for it.
-            if let (true, Some(failure)) = (is_commit, advanced.failure) {
-                return Err(failure.into());
-            }
-            return Ok(advanced.outcome);
+            return self.advance_loaded(id, input, is_commit).await;
         };
         let Parked {
             saga,
             execution,
             waiter,
         } = parked;
+        let input_again = input.clone();
         let advanced = saga
             .advance(self, id, Source::Parked(execution), input, true)
             .await;
@@ -608,8 +694,85 @@ impl Inner {
                     id,
                     reason: error.to_string(),
                 }));
+                if matches!(
+                    error,
+                    SagaError::Repository(RepositoryError::Conflict { .. })
+                ) {
+                    // Changed elsewhere since it was parked: apply the input to the stored copy.
+                    return self.advance_loaded(id, input_again, is_commit).await;
+                }
                 Err(error)
             }
+        }
+    }
+
+    /// Loads execution `id` and advances it with `input` (call under the execution's lock). A lost
+    /// race (the stored copy changed between load and store) reloads and applies the input again:
+    /// the state machine then refuses what no longer fits (a reply already applied is a duplicate),
+    /// so nothing is overwritten and nothing is applied twice.
+    async fn advance_loaded(
+        self: &Arc<Self>,
+        id: Uuid,
+        input: Input,
+        is_commit: bool,
+    ) -> Result<ReplyOutcome, SagaError> {
+        const ATTEMPTS: usize = 4;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let record = match self.repository.load(id).await {
+                Ok(record) => record,
+                Err(RepositoryError::NotFound { .. }) => {
+                    return Ok(ReplyOutcome::Ignored {
+                        id,
+                        reason: ReplyRejection::UnknownExecution,
+                    });
+                }
+                Err(error) => return Err(error.into()),
+            };
+            if let Some(owner) = self.held_elsewhere(&record) {
+                return Err(SagaError::Busy { id, owner });
+            }
+            let saga = self
+                .saga(&record.saga)
+                .ok_or_else(|| LoadError::UnknownSaga {
+                    id,
+                    saga: record.saga.clone(),
+                })?;
+            let advanced = match saga
+                .advance(
+                    self,
+                    id,
+                    Source::Stored(Box::new(record)),
+                    input.clone(),
+                    false,
+                )
+                .await
+            {
+                Err(SagaError::Repository(RepositoryError::Conflict { .. }))
+                    if attempt < ATTEMPTS =>
+                {
+                    tracing::debug!(saga.id = %id, "lost a race for the execution: reloading");
+                    continue;
+                }
+                other => other?,
+            };
+            // A commit asked for by hand reports its failure to the caller; a saga failing on a
+            // reply is an outcome of the saga, reported to whoever waits for it.
+            if let (true, Some(failure)) = (is_commit, advanced.failure) {
+                return Err(failure.into());
+            }
+            return Ok(advanced.outcome);
+        }
+    }
+
+    /// The other instance holding `record`, if its lease still runs.
+    fn held_elsewhere(&self, record: &ExecutionRecord) -> Option<String> {
+        match (&record.owner, record.lease_until_ms) {
+            (Some(owner), Some(until)) if *owner != self.instance && until > now_ms() => {
+                Some(owner.clone())
+            }
+            _ => None,
         }
     }
 
@@ -634,60 +797,99 @@ impl Inner {
         input: Input,
     ) -> Result<Driven, SagaError> {
         let env = &self.env;
+        let mut driven = Driven::default();
+        // An input that does not fit changes nothing, not even the owner.
+        if let Some(reason) = refusal(execution, &input)? {
+            tracing::debug!(%reason, "input ignored");
+            driven.rejection = Some(reason);
+            return Ok(driven);
+        }
         let mut outbox = Outbox::new();
+        if let Input::Commit = input {
+            driven.failure = self.commit(execution, &mut outbox).await?;
+            return Ok(driven);
+        }
         // A committed transaction is final: compensating a finished saga by hand undoes its steps
         // but rejects nothing.
         let autocommit = execution.settings.autocommit;
         let reject_on_failure = autocommit && execution.status() != SagaStatus::Finished;
-        let mut driven = Driven::default();
+        // The claim: stored with this instance as owner before any handler runs, so that another
+        // instance leaves it alone and recovery knows it was being advanced.
+        self.store(execution, &mut outbox, Hold::Keep).await?;
+        let mut saver = Saver { inner: self };
         let result = match input {
-            Input::Start => execution.execute(None, env, &mut outbox).await,
-            Input::Reply(reply) => execution.execute(Some(reply), env, &mut outbox).await,
-            Input::Expire(request) => execution.expire(request, env, &mut outbox).await,
-            Input::Commit => {
-                if execution.status() != SagaStatus::Finished
-                    || execution.transaction != TransactionState::Open
-                {
-                    return Err(ExecutionError::CannotCommit {
-                        id: execution.id(),
-                        status: execution.status(),
-                        transaction: execution.transaction,
-                    }
-                    .into());
-                }
-                driven.failure = self.commit(execution).await?;
-                return Ok(driven);
+            Input::Start => {
+                execution
+                    .execute_checkpointed(None, env, &mut outbox, &mut saver)
+                    .await
             }
-            Input::Rollback => match execution.rollback(env, &mut outbox).await {
-                Ok(()) => {
-                    driven.failure = Some(ExecutionError::RolledBack { id: execution.id() });
-                    Ok(Progress::Finished)
+            Input::Reply(reply) => {
+                execution
+                    .execute_checkpointed(Some(reply), env, &mut outbox, &mut saver)
+                    .await
+            }
+            Input::Expire(request) => {
+                execution
+                    .expire_checkpointed(request, env, &mut outbox, &mut saver)
+                    .await
+            }
+            Input::Rollback => {
+                match execution
+                    .rollback_checkpointed(env, &mut outbox, &mut saver)
+                    .await
+                {
+                    Ok(()) => {
+                        driven.failure = Some(ExecutionError::RolledBack { id: execution.id() });
+                        Ok(Progress::Finished)
+                    }
+                    Err(error) => Err(error),
                 }
-                Err(error @ ExecutionError::RollbackFailed { .. }) => Err(error),
-                Err(error) => return Err(error.into()),
-            },
+            }
+            Input::Commit => unreachable!("handled above"),
         };
+        self.settle(
+            execution,
+            &mut outbox,
+            result,
+            reject_on_failure,
+            &mut driven,
+        )
+        .await?;
+        Ok(driven)
+    }
+
+    /// Stores, publishes and settles the transaction after the engine ran (`result`): the common
+    /// tail of every advance, recovery's included.
+    async fn settle<C: Context>(
+        self: &Arc<Self>,
+        execution: &mut SagaExecution<C>,
+        outbox: &mut Outbox,
+        result: Result<Progress, ExecutionError>,
+        reject_on_failure: bool,
+        driven: &mut Driven,
+    ) -> Result<(), SagaError> {
+        let autocommit = execution.settings.autocommit;
         match result {
             Ok(Progress::Paused) => {
                 let timeout = execution.settings.timeout_ms;
                 execution.deadline_ms = timeout.map(|timeout| now_ms().saturating_add(timeout));
-                self.store(execution).await?;
+                let stored = self.store(execution, outbox, Hold::Release).await?;
                 // Armed before publishing: if the publish fails, the timeout still ends the wait.
                 if let (Some(timeout), Some(request)) = (timeout, execution.waiting_request()) {
                     self.schedule_expiry(execution.id(), request, Duration::from_millis(timeout));
                 }
-                self.publish(&mut outbox).await?;
+                self.publish(stored).await?;
             }
             Ok(Progress::Finished) if execution.status() == SagaStatus::Finished && autocommit => {
-                driven.failure = self.commit(execution).await?;
+                driven.failure = self.commit(execution, outbox).await?;
             }
             Ok(Progress::Finished) => {
                 let rolled_back = execution.status() == SagaStatus::Errored;
                 if rolled_back && reject_on_failure {
                     execution.transaction = TransactionState::Rejected;
                 }
-                self.store(execution).await?;
-                self.publish(&mut outbox).await?;
+                let stored = self.store(execution, outbox, Hold::Release).await?;
+                self.publish(stored).await?;
                 if rolled_back && reject_on_failure {
                     self.reject(execution).await?;
                 }
@@ -698,20 +900,27 @@ impl Inner {
                 if reject_on_failure {
                     execution.transaction = TransactionState::Rejected;
                 }
-                self.store(execution).await?;
-                self.publish(&mut outbox).await?;
+                let stored = self.store(execution, outbox, Hold::Release).await?;
+                self.publish(stored).await?;
                 if reject_on_failure {
                     self.reject(execution).await?;
                 }
                 driven.failure = Some(error);
             }
-            Err(ExecutionError::ReplyRejected { reason, .. }) => {
-                tracing::debug!(%reason, "reply ignored");
-                driven.rejection = Some(reason);
+            Err(error) => {
+                // Nothing ran (the input was refused after all): let the execution rest again.
+                if let Err(release) = self.store(execution, outbox, Hold::Release).await {
+                    tracing::warn!(%release, "releasing the execution failed");
+                }
+                match error {
+                    ExecutionError::ReplyRejected { reason, .. } => {
+                        driven.rejection = Some(reason);
+                    }
+                    error => return Err(error.into()),
+                }
             }
-            Err(error) => return Err(error.into()),
         }
-        Ok(driven)
+        Ok(())
     }
 
     /// Runs the two-phase commit of a finished execution; a failed commit rejects the transaction,
@@ -719,15 +928,17 @@ impl Inner {
     async fn commit<C: Context>(
         &self,
         execution: &mut SagaExecution<C>,
+        outbox: &mut Outbox,
     ) -> Result<Option<ExecutionError>, SagaError> {
         let env = &self.env;
-        let mut outbox = Outbox::new();
         let mut failure = None;
-        // Stored before the first transaction message: a reply handled again after a failure here
-        // finds the execution finished and changes nothing, instead of running the last steps and
-        // the commit twice; and recovery finds `committing`.
+        // Stored (held by this instance) before the first transaction message: a reply handled
+        // again after a failure here finds the execution finished and changes nothing, instead of
+        // running the last steps and the commit twice; and recovery finds `committing`.
         execution.transaction = TransactionState::Committing;
-        self.store(execution).await?;
+        let stored = self.store(execution, outbox, Hold::Keep).await?;
+        self.publish(stored).await?;
+        faults::reach("before-commit");
         let transactions = execution.transactions(env);
         if let Err(error) = self.committer.commit(&transactions).await {
             if let CommitError::Broker(_) = &error {
@@ -735,7 +946,11 @@ impl Inner {
                 let _ = self.committer.reject(&transactions).await;
             }
             execution.mark_errored();
-            let message = match execution.rollback(env, &mut outbox).await {
+            let mut saver = Saver { inner: self };
+            let message = match execution
+                .rollback_checkpointed(env, outbox, &mut saver)
+                .await
+            {
                 Ok(()) => error.to_string(),
                 Err(rollback) => format!("{error}; {rollback}"),
             };
@@ -747,8 +962,9 @@ impl Inner {
         } else {
             execution.transaction = TransactionState::Committed;
         }
-        self.store(execution).await?;
-        self.publish(&mut outbox).await?;
+        faults::reach("after-commit");
+        let stored = self.store(execution, outbox, Hold::Release).await?;
+        self.publish(stored).await?;
         Ok(failure)
     }
 
@@ -764,30 +980,105 @@ impl Inner {
         }
     }
 
-    async fn store<C: Context>(&self, execution: &mut SagaExecution<C>) -> Result<(), SagaError> {
-        let repository = &self.repository;
-        let stored = execution
-            .with_record(async |record: &mut ExecutionRecord| repository.store(record).await)
+    /// Stores the execution with the messages queued in `outbox` (they leave the outbox and go into
+    /// the stored row, to be published next) and, with [`Hold::Keep`], this instance as its owner.
+    async fn store<C: Context>(
+        &self,
+        execution: &mut SagaExecution<C>,
+        outbox: &mut Outbox,
+        hold: Hold,
+    ) -> Result<Stored, SagaError> {
+        let messages = outbox.drain();
+        let lease_until_ms = now_ms().saturating_add(duration_ms(self.lease));
+        faults::reach("before-store");
+        let (result, messages) = execution
+            .with_record(async |record: &mut ExecutionRecord| {
+                record.pending = messages;
+                if hold == Hold::Keep {
+                    record.owner = Some(self.instance.clone());
+                    record.lease_until_ms = Some(lease_until_ms);
+                }
+                let result = self.store_record(record).await;
+                (result, std::mem::take(&mut record.pending))
+            })
             .await
             .map_err(SagaError::Encode)?;
-        execution.version = stored?;
-        Ok(())
+        let version = result?;
+        execution.version = version;
+        faults::reach("after-store");
+        Ok(Stored {
+            id: execution.id(),
+            version,
+            messages,
+        })
     }
 
-    async fn publish(&self, outbox: &mut Outbox) -> Result<(), SagaError> {
-        for message in outbox.drain() {
+    /// Stores `record`, retrying storage failures with exponential back-off for up to
+    /// `storage_retry`. A retry after a failure whose outcome is unknown (the commit may have
+    /// happened before the connection broke) can meet its own earlier write as a conflict: the
+    /// stored copy is then compared with the record, and an identical one counts as stored.
+    async fn store_record(&self, record: &ExecutionRecord) -> Result<u64, RepositoryError> {
+        let give_up = Instant::now() + self.storage_retry;
+        let mut delay = Duration::from_millis(10);
+        let mut retried = false;
+        loop {
+            match self.repository.store(record).await {
+                Ok(version) => return Ok(version),
+                Err(RepositoryError::Storage(error)) if Instant::now() + delay < give_up => {
+                    tracing::warn!(saga.id = %record.id, %error, ?delay, "storing failed; retrying");
+                    retried = true;
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                Err(conflict @ RepositoryError::Conflict { found, .. })
+                    if retried && found == record.version + 1 =>
+                {
+                    return match self.repository.load(record.id).await {
+                        Ok(stored) if same_but_version(&stored, record) => Ok(found),
+                        _ => Err(conflict),
+                    };
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Publishes the messages of a store, then marks them published in the stored row (a crash
+    /// before that mark makes recovery publish them again: receivers deduplicate by message id).
+    async fn publish(&self, stored: Stored) -> Result<(), SagaError> {
+        if stored.messages.is_empty() {
+            return Ok(());
+        }
+        for message in stored.messages {
             self.broker.publish(message).await?;
+        }
+        faults::reach("after-publish");
+        if let Err(error) = self
+            .repository
+            .mark_published(stored.id, stored.version)
+            .await
+        {
+            tracing::warn!(saga.id = %stored.id, %error, "marking messages published failed; recovery will publish them again");
         }
         Ok(())
     }
 
     fn schedule_expiry(self: &Arc<Self>, id: Uuid, request: Uuid, after: Duration) {
+        if self.expiries.shard(&id).insert(id, request) == Some(request) {
+            return; // already armed (a recovery sweep found it again)
+        }
         let inner = Arc::downgrade(self);
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
             let Some(inner) = inner.upgrade() else {
                 return;
             };
+            {
+                let mut expiries = inner.expiries.shard(&id);
+                if expiries.get(&id) == Some(&request) {
+                    expiries.remove(&id);
+                }
+            }
             match inner.advance_stored(id, Input::Expire(request)).await {
                 Ok(ReplyOutcome::Applied { status, .. }) => {
                     tracing::info!(saga.id = %id, %status, "a paused step timed out");
@@ -810,6 +1101,13 @@ pub(crate) trait ErasedSaga: Send + Sync {
 
     /// The step graph as a Mermaid flowchart.
     fn to_mermaid(&self) -> String;
+
+    /// Recovers a stored execution of this saga (see `recovery`).
+    async fn recover(
+        &self,
+        inner: &Arc<Inner>,
+        record: ExecutionRecord,
+    ) -> Result<recovery::Recovered, SagaError>;
 
     /// Advances an execution of this saga; with `keep`, hands the execution back.
     async fn advance(
@@ -836,6 +1134,14 @@ impl<C: Context> ErasedSaga for Typed<C> {
 
     fn to_mermaid(&self) -> String {
         self.0.to_mermaid()
+    }
+
+    async fn recover(
+        &self,
+        inner: &Arc<Inner>,
+        record: ExecutionRecord,
+    ) -> Result<recovery::Recovered, SagaError> {
+        inner.recover_execution(&self.0, record).await
     }
 
     async fn advance(
@@ -925,7 +1231,85 @@ fn is_transient(error: &SagaError) -> bool {
         error,
         SagaError::Repository(RepositoryError::Storage(_) | RepositoryError::Conflict { .. })
             | SagaError::Broker(_)
+            | SagaError::Busy { .. }
     )
+}
+
+/// Why `input` does not fit `execution` now, if it does not: a reply or an expiry that is not
+/// awaited is ignored (`Some`); a commit or rollback that cannot be done is an error.
+fn refusal<C: Context>(
+    execution: &SagaExecution<C>,
+    input: &Input,
+) -> Result<Option<ReplyRejection>, SagaError> {
+    match input {
+        Input::Start => Ok(None),
+        Input::Reply(reply) => match execution.check_reply(reply) {
+            Ok(()) => Ok(None),
+            Err(ExecutionError::ReplyRejected { reason, .. }) => Ok(Some(reason)),
+            Err(error) => Err(error.into()),
+        },
+        Input::Expire(request) => {
+            Ok((!execution.is_waiting_for(*request)).then_some(ReplyRejection::NotWaiting))
+        }
+        Input::Commit => {
+            if execution.status() != SagaStatus::Finished
+                || execution.transaction != TransactionState::Open
+            {
+                return Err(ExecutionError::CannotCommit {
+                    id: execution.id(),
+                    status: execution.status(),
+                    transaction: execution.transaction,
+                }
+                .into());
+            }
+            Ok(None)
+        }
+        Input::Rollback => {
+            if execution.already_rollback() {
+                return Err(ExecutionError::AlreadyRolledBack {
+                    id: execution.id(),
+                    what: execution.definition().name().to_owned(),
+                }
+                .into());
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Whether `stored` is `record` as stored by an earlier attempt (all but the version equal).
+fn same_but_version(stored: &ExecutionRecord, record: &ExecutionRecord) -> bool {
+    let mut mine = record.clone();
+    mine.version = stored.version;
+    mine == *stored
+}
+
+/// The checkpoint of the manager's advances: stores the execution (held) with what it emitted so
+/// far, and publishes that.
+struct Saver<'i> {
+    inner: &'i Inner,
+}
+
+impl<C: Context> Checkpoint<C> for Saver<'_> {
+    fn save<'a>(
+        &'a mut self,
+        execution: &'a mut SagaExecution<C>,
+        outbox: &'a mut Outbox,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let stored = self
+                .inner
+                .store(execution, outbox, Hold::Keep)
+                .await
+                .map_err(|error| error.to_string())?;
+            if let Err(error) = self.inner.publish(stored).await {
+                // Stored with the intent: recovery publishes them again.
+                tracing::warn!(%error, "publishing at a checkpoint failed");
+            }
+            faults::reach("before-compensation");
+            Ok(())
+        })
+    }
 }
 
 fn duration_ms(duration: Duration) -> u64 {

@@ -333,7 +333,7 @@ impl SagaExecutionRepository for SqliteRepository {
         let result = sqlx::query(
             "UPDATE saga_executions SET pending = '[]', recoverable = \
              (status IN ('created', 'running') OR transaction_state = 'committing' \
-              OR (status = 'paused' AND deadline_ms IS NOT NULL)) \
+              OR (status = 'paused' AND deadline_ms IS NOT NULL) OR owner IS NOT NULL) \
              WHERE id = ?1 AND version = ?2",
         )
         .bind(id.to_string())
