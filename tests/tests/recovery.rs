@@ -1,0 +1,1087 @@
+//! Recovery after a stop: each rule of the recovery (see `saga_runtime::manager::RecoveryReport`
+//! and the README's "Durability and recovery") on an execution left in the state a stop at that
+//! point leaves, plus leases between instances, reloading after a lost race, the storage back-off
+//! and executions that cannot be recovered.
+//!
+//! A stop is simulated in process by a repository that "dies" after a number of stores: every
+//! later store fails, so the manager stores nothing more, exactly as if the process had stopped
+//! just before that store (no compensation runs without its intent stored first). A new manager on
+//! the surviving repository is the restarted process. The real `kill -9` runs are in
+//! `crash_matrix.rs`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use saga_runtime::broker::Broker;
+use saga_runtime::committer::Phase;
+use saga_runtime::error::{LoadError, RepositoryError};
+use saga_runtime::execution::ExecutionRecord;
+use saga_runtime::manager::{RecoveryReport, ReplyOutcome};
+use saga_runtime::message::BrokerMessage;
+use saga_runtime::participant::ParticipantEvent;
+use saga_runtime::prelude::*;
+use saga_runtime::repository::SqliteRepository;
+use saga_tests::{eventually, reply_to};
+use serde_json::json;
+use uuid::Uuid;
+
+// ---------------------------------------------------------------------------------------------
+// Sagas
+
+/// A job whose handlers log their effects to [`EFFECTS`] under its tag (outside the stored
+/// context, as a real side effect would be).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Job {
+    tag: String,
+    /// Step `c` fails.
+    fail_c: bool,
+}
+
+static EFFECTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn effect(job: &Job, what: &str) {
+    EFFECTS
+        .lock()
+        .expect("not poisoned")
+        .push(format!("{}:{what}", job.tag));
+}
+
+/// The effects of the job tagged `tag`, in order.
+fn effects(tag: &str) -> Vec<String> {
+    let prefix = format!("{tag}:");
+    EFFECTS
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .filter_map(|entry| entry.strip_prefix(&prefix).map(str::to_owned))
+        .collect()
+}
+
+fn count(tag: &str, what: &str) -> usize {
+    effects(tag).iter().filter(|entry| *entry == what).count()
+}
+
+async fn do_a(job: &mut Job) -> Result<(), StepError> {
+    effect(job, "do a");
+    Ok(())
+}
+async fn undo_a(job: &mut Job) -> Result<(), StepError> {
+    effect(job, "undo a");
+    Ok(())
+}
+async fn do_b(job: &mut Job) -> Result<(), StepError> {
+    effect(job, "do b");
+    Ok(())
+}
+async fn undo_b(job: &mut Job) -> Result<(), StepError> {
+    effect(job, "undo b");
+    Ok(())
+}
+async fn do_c(job: &mut Job) -> Result<(), StepError> {
+    effect(job, "do c");
+    if job.fail_c {
+        return Err(StepError::msg("c refuses"));
+    }
+    Ok(())
+}
+
+/// Three local steps, `a` and `b` with compensations.
+fn local_saga() -> Arc<SagaDefinition<Job>> {
+    Arc::new(
+        Saga::new("recovery-local")
+            .local_step("a")
+            .on_execute(do_a)
+            .on_failure(undo_a)
+            .local_step("b")
+            .on_execute(do_b)
+            .on_failure(undo_b)
+            .local_step("c")
+            .on_execute(do_c)
+            .commit()
+            .expect("a valid saga"),
+    )
+}
+
+async fn ticket(_job: &Job) -> Result<SagaRequest, StepError> {
+    SagaRequest::new("CreateTicket", &json!({ "seat": "12A" }))
+}
+async fn ticket_created(job: &mut Job, _reply: SagaResponse) -> Result<(), StepError> {
+    effect(job, "ticket created");
+    Ok(())
+}
+async fn cancel_ticket(_job: &Job) -> Result<SagaRequest, StepError> {
+    SagaRequest::new("CancelTicket", &json!({ "seat": "12A" }))
+}
+
+/// `a`, then a remote step `ticket`, then `b`.
+fn remote_saga() -> Arc<SagaDefinition<Job>> {
+    Arc::new(
+        Saga::new("recovery-remote")
+            .local_step("a")
+            .on_execute(do_a)
+            .on_failure(undo_a)
+            .remote_step("ticket")
+            .on_execute(ticket)
+            .on_success(ticket_created)
+            .on_failure(cancel_ticket)
+            .local_step("b")
+            .on_execute(do_b)
+            .commit()
+            .expect("a valid saga"),
+    )
+}
+
+fn job(fail_c: bool) -> Job {
+    Job {
+        tag: Uuid::new_v4().to_string(),
+        fail_c,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A repository that dies
+
+/// Delegates to a shared repository until `stores_left` stores have been made; after that every
+/// store and every mark fails, as if the process had stopped.
+struct DyingRepository {
+    inner: Arc<dyn SagaExecutionRepository>,
+    stores_left: AtomicUsize,
+}
+
+impl DyingRepository {
+    fn new(inner: Arc<dyn SagaExecutionRepository>, stores: usize) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            stores_left: AtomicUsize::new(stores),
+        })
+    }
+
+    fn dead() -> RepositoryError {
+        RepositoryError::Storage(Box::new(std::io::Error::other("the process stopped")))
+    }
+}
+
+#[async_trait]
+impl SagaExecutionRepository for DyingRepository {
+    async fn store(&self, record: &ExecutionRecord) -> Result<u64, RepositoryError> {
+        let alive = self
+            .stores_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok();
+        if !alive {
+            return Err(Self::dead());
+        }
+        self.inner.store(record).await
+    }
+    async fn load(&self, id: Uuid) -> Result<ExecutionRecord, RepositoryError> {
+        self.inner.load(id).await
+    }
+    async fn delete(&self, id: Uuid) -> Result<(), RepositoryError> {
+        self.inner.delete(id).await
+    }
+    async fn mark_published(&self, id: Uuid, version: u64) -> Result<bool, RepositoryError> {
+        if self.stores_left.load(Ordering::SeqCst) == 0 {
+            return Err(Self::dead());
+        }
+        self.inner.mark_published(id, version).await
+    }
+    async fn list_recoverable(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, RepositoryError> {
+        self.inner.list_recoverable(after, limit).await
+    }
+    async fn list_by_status(&self, status: SagaStatus) -> Result<Vec<Uuid>, RepositoryError> {
+        self.inner.list_by_status(status).await
+    }
+    async fn list_by_saga(&self, saga: &str) -> Result<Vec<Uuid>, RepositoryError> {
+        self.inner.list_by_saga(saga).await
+    }
+    async fn delete_finished_before(&self, before: u64) -> Result<u64, RepositoryError> {
+        self.inner.delete_finished_before(before).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Set-up
+
+struct World {
+    broker: InProcessBroker,
+    repository: Arc<dyn SagaExecutionRepository>,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            broker: InProcessBroker::with_history(),
+            repository: Arc::new(InMemoryRepository::new()),
+        }
+    }
+
+    fn registry() -> Registry {
+        Registry::empty()
+            .with_definition(local_saga())
+            .and_then(|registry| registry.with_definition(remote_saga()))
+            .expect("distinct names")
+    }
+
+    /// A manager named `instance` on `repository`, without start-up recovery (the tests call
+    /// `recover` themselves, to look at its report) and without storage retries.
+    async fn manager_on(
+        &self,
+        repository: Arc<dyn SagaExecutionRepository>,
+        instance: &str,
+    ) -> SagaManager {
+        SagaManager::builder("order")
+            .shared_broker(Arc::new(self.broker.clone()))
+            .shared_repository(repository)
+            .registry(Self::registry())
+            .instance(instance)
+            .recover_on_start(false)
+            .storage_retry(Duration::ZERO)
+            .commit_timeout(Duration::from_secs(2))
+            .build()
+            .await
+            .expect("the manager starts")
+    }
+
+    /// A manager whose repository dies after `stores` stores.
+    async fn dying_after(&self, stores: usize) -> SagaManager {
+        let dying = DyingRepository::new(Arc::clone(&self.repository), stores);
+        self.manager_on(dying, "order-1").await
+    }
+
+    /// The restarted process: same instance name, healthy repository.
+    async fn restarted(&self) -> SagaManager {
+        self.manager_on(Arc::clone(&self.repository), "order-1")
+            .await
+    }
+
+    async fn record(&self, id: Uuid) -> ExecutionRecord {
+        self.repository.load(id).await.expect("stored")
+    }
+
+    /// The only execution of saga `saga`.
+    async fn only(&self, saga: &str) -> Uuid {
+        let ids = self.repository.list_by_saga(saga).await.expect("lists");
+        assert_eq!(ids.len(), 1, "one execution of {saga}");
+        ids[0]
+    }
+
+    fn commands(&self, topic: &str) -> Vec<BrokerMessage> {
+        self.broker
+            .history()
+            .into_iter()
+            .filter(|message| message.topic == topic)
+            .collect()
+    }
+}
+
+fn no_autocommit() -> RunOptions {
+    RunOptions::new().autocommit(false).raise_on_error(false)
+}
+
+fn assert_at_rest(record: &ExecutionRecord) {
+    assert_eq!(record.owner, None, "no instance holds it");
+    assert!(record.pending.is_empty(), "nothing is left to publish");
+    assert!(!record.needs_recovery(), "recovery has nothing left to do");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rule 3: forward
+
+#[tokio::test]
+async fn a_stop_before_the_first_store_after_the_claim_runs_the_local_steps_again() {
+    let world = World::new();
+    let job = job(false);
+    let dying = world.dying_after(1).await; // the claim is stored; the end is not
+    let error = dying
+        .run(local_saga(), job.clone(), no_autocommit())
+        .await
+        .expect_err("the final store fails");
+    assert!(matches!(error, SagaError::Repository(_)), "{error}");
+    let id = world.only("recovery-local").await;
+    let stored = world.record(id).await;
+    assert_eq!(stored.status, SagaStatus::Created);
+    assert_eq!(stored.owner.as_deref(), Some("order-1"));
+    assert!(stored.needs_recovery());
+
+    let report = world.restarted().await.recover().await;
+    assert_eq!(report.resumed, 1, "{report}");
+    assert!(report.failures.is_empty(), "{report:?}");
+    let record = world.record(id).await;
+    assert_eq!(record.status, SagaStatus::Finished);
+    assert_at_rest(&record);
+    // At least once: the steps ran before the stop and again after it.
+    assert_eq!(
+        effects(&job.tag),
+        ["do a", "do b", "do c", "do a", "do b", "do c"]
+    );
+}
+
+#[tokio::test]
+async fn a_recovery_sweep_changes_nothing_on_executions_at_rest() {
+    let world = World::new();
+    let manager = world.restarted().await;
+    let job = job(false);
+    manager
+        .run(local_saga(), job.clone(), no_autocommit())
+        .await
+        .expect("runs");
+    let id = world.only("recovery-local").await;
+    let before = world.record(id).await;
+    assert_at_rest(&before);
+    let report = manager.recover().await;
+    assert!(report.is_empty(), "{report}");
+    assert_eq!(world.record(id).await, before);
+    assert_eq!(effects(&job.tag), ["do a", "do b", "do c"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rule 2: compensation at most once
+
+#[tokio::test]
+async fn a_stop_in_the_middle_of_compensation_never_runs_a_compensation_twice() {
+    let world = World::new();
+    let job = job(true);
+    // Stores: the claim, the intent to undo b; the intent to undo a fails (the stop).
+    let dying = world.dying_after(2).await;
+    let _ = dying.run(local_saga(), job.clone(), no_autocommit()).await;
+    assert_eq!(effects(&job.tag), ["do a", "do b", "do c", "undo b"]);
+    let id = world.only("recovery-local").await;
+    let stored = world.record(id).await;
+    assert_eq!(stored.status, SagaStatus::Running);
+    assert_eq!(stored.steps[1].status(), StepStatus::RunningOnFailure);
+
+    let report = world.restarted().await.recover().await;
+    assert_eq!(report.compensated, 1, "{report}");
+    assert_eq!(report.interrupted_compensations, vec![(id, "b".to_owned())]);
+    let record = world.record(id).await;
+    assert_eq!(record.status, SagaStatus::Errored);
+    assert_at_rest(&record);
+    // b's compensation may have run (it did): not again; a's runs once, after it.
+    assert_eq!(
+        effects(&job.tag),
+        ["do a", "do b", "do c", "undo b", "undo a"]
+    );
+    let b = &record.steps[1];
+    assert_eq!(b.status(), StepStatus::ErroredOnFailure);
+    assert!(b.already_rollback());
+    assert!(
+        b.error()
+            .is_some_and(|error| error.contains("not run again")),
+        "{:?}",
+        b.error()
+    );
+    assert!(record.steps[0].already_rollback());
+}
+
+#[tokio::test]
+async fn a_stop_before_any_compensation_intent_runs_forward_again_and_compensates_once() {
+    let world = World::new();
+    let job = job(true);
+    let dying = world.dying_after(1).await; // only the claim
+    let _ = dying.run(local_saga(), job.clone(), no_autocommit()).await;
+    // No intent could be stored, so no compensation ran.
+    assert_eq!(effects(&job.tag), ["do a", "do b", "do c"]);
+
+    let report = world.restarted().await.recover().await;
+    assert_eq!(report.resumed, 1, "{report}");
+    let id = world.only("recovery-local").await;
+    let record = world.record(id).await;
+    assert_eq!(record.status, SagaStatus::Errored);
+    assert_at_rest(&record);
+    assert_eq!(
+        effects(&job.tag),
+        [
+            "do a", "do b", "do c", "do a", "do b", "do c", "undo b", "undo a"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_stop_after_the_last_compensation_ran_finishes_without_running_it_again() {
+    let world = World::new();
+    let job = job(true);
+    // The claim and both intents are stored; the final store fails.
+    let dying = world.dying_after(3).await;
+    let _ = dying.run(local_saga(), job.clone(), no_autocommit()).await;
+    assert_eq!(
+        effects(&job.tag),
+        ["do a", "do b", "do c", "undo b", "undo a"]
+    );
+    let report = world.restarted().await.recover().await;
+    assert_eq!(report.compensated, 1, "{report}");
+    let id = world.only("recovery-local").await;
+    assert_eq!(report.interrupted_compensations, vec![(id, "a".to_owned())]);
+    let record = world.record(id).await;
+    assert_eq!(record.status, SagaStatus::Errored);
+    assert_at_rest(&record);
+    assert_eq!(
+        effects(&job.tag),
+        ["do a", "do b", "do c", "undo b", "undo a"],
+        "nothing ran twice"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rules 1 and 4: messages
+
+#[tokio::test]
+async fn a_paused_execution_held_by_a_stopped_instance_gets_its_command_again() {
+    let world = World::new();
+    let job = job(false);
+    // Stores: claim, pause; then the reply's claim; its final store fails.
+    let dying = world.dying_after(3).await;
+    let id = dying
+        .run(
+            remote_saga(),
+            job.clone(),
+            no_autocommit().pause_on_disk(true),
+        )
+        .await
+        .expect("pauses")
+        .id();
+    let command = world.commands("CreateTicket").pop().expect("sent");
+    let reply = reply_to(
+        &command,
+        SagaResponseStatus::Success,
+        json!("T-1"),
+        &["ticket"],
+    );
+    dying.resume(reply.clone()).await.expect_err("the stop");
+    drop(dying);
+    assert_eq!(count(&job.tag, "ticket created"), 1);
+    let stored = world.record(id).await;
+    assert_eq!(stored.status, SagaStatus::Paused);
+    assert_eq!(stored.owner.as_deref(), Some("order-1"));
+
+    let manager = world.restarted().await;
+    let report = manager.recover().await;
+    assert_eq!((report.released, report.resent), (1, 1), "{report}");
+    let sent = world.commands("CreateTicket");
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        sent[1].id, command.id,
+        "the same command, for deduplication"
+    );
+    assert_eq!(sent[1].payload, command.payload);
+    assert_at_rest(&world.record(id).await);
+
+    // The participant answers the command again; the saga goes on from there.
+    let outcome = manager.resume(reply).await.expect("applies");
+    assert!(matches!(
+        outcome,
+        ReplyOutcome::Applied {
+            status: SagaStatus::Finished,
+            ..
+        }
+    ));
+    // At least once: the reply's handler and `b` ran before the stop (whose store failed) and
+    // again now.
+    assert_eq!(count(&job.tag, "ticket created"), 2);
+    assert_eq!(count(&job.tag, "do b"), 2);
+    assert_eq!(
+        count(&job.tag, "do a"),
+        1,
+        "a's completion was stored: it did not run again"
+    );
+}
+
+#[tokio::test]
+async fn messages_stored_but_not_marked_published_are_published_again() {
+    let world = World::new();
+    let job = job(false);
+    // Claim and pause are stored; marking the command published fails (the stop).
+    let dying = world.dying_after(2).await;
+    let id = dying
+        .run(
+            remote_saga(),
+            job.clone(),
+            no_autocommit().pause_on_disk(true),
+        )
+        .await
+        .expect("pauses")
+        .id();
+    let stored = world.record(id).await;
+    assert_eq!(
+        stored.pending.len(),
+        1,
+        "the command is kept with the state"
+    );
+    assert!(stored.needs_recovery());
+
+    let report = world.restarted().await.recover().await;
+    assert_eq!(report.republished, 1, "{report}");
+    let sent = world.commands("CreateTicket");
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0], sent[1], "the same message, id included");
+    assert_at_rest(&world.record(id).await);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rule 5: deadlines
+
+#[tokio::test]
+async fn a_deadline_that_passed_while_no_process_ran_expires_at_start_up() {
+    let world = World::new();
+    let job = job(false);
+    let manager = world.restarted().await;
+    let id = manager
+        .run(
+            remote_saga(),
+            job.clone(),
+            no_autocommit()
+                .pause_on_disk(true)
+                .timeout(Duration::from_millis(50)),
+        )
+        .await
+        .expect("pauses")
+        .id();
+    drop(manager); // its timer dies with it
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(world.record(id).await.status, SagaStatus::Paused);
+
+    let manager = world.restarted().await;
+    let report = manager.recover().await;
+    assert_eq!(report.timers, 1, "{report}");
+    let repository = Arc::clone(&world.repository);
+    let mut status = SagaStatus::Paused;
+    for _ in 0..500 {
+        status = repository.load(id).await.expect("stored").status;
+        if status == SagaStatus::Errored {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(status, SagaStatus::Errored, "the step timed out");
+    assert_eq!(effects(&job.tag), ["do a", "undo a"]);
+    assert_eq!(world.commands("CancelTicket").len(), 1);
+    assert_at_rest(&world.record(id).await);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rule 6: commit
+
+#[tokio::test]
+async fn a_commit_interrupted_after_committing_was_stored_is_committed_again() {
+    let world = World::new();
+    let shared: Arc<dyn Broker> = Arc::new(world.broker.clone());
+    let mut participants = Vec::new();
+    for service in ["order", "ticket"] {
+        participants.push(
+            saga_runtime::participant::InProcessParticipant::builder(service, Arc::clone(&shared))
+                .spawn()
+                .await
+                .expect("starts"),
+        );
+    }
+    let job = job(false);
+    // Claim, pause, reply claim, `committing`; `committed` fails.
+    let dying = world.dying_after(4).await;
+    let id = dying
+        .run(
+            remote_saga(),
+            job.clone(),
+            RunOptions::new().pause_on_disk(true),
+        )
+        .await
+        .expect("pauses")
+        .id();
+    let command = world.commands("CreateTicket").pop().expect("sent");
+    let reply = reply_to(
+        &command,
+        SagaResponseStatus::Success,
+        json!("T-1"),
+        &["ticket"],
+    );
+    dying.resume(reply).await.expect_err("the stop");
+    let stored = world.record(id).await;
+    assert_eq!(
+        stored.transaction,
+        saga_runtime::execution::TransactionState::Committing
+    );
+
+    let report = world.restarted().await.recover().await;
+    assert_eq!(report.committed, 1, "{report}");
+    let record = world.record(id).await;
+    assert_eq!(record.status, SagaStatus::Finished);
+    assert_eq!(
+        record.transaction,
+        saga_runtime::execution::TransactionState::Committed
+    );
+    assert_at_rest(&record);
+    assert_eq!(count(&job.tag, "do b"), 1, "the steps did not run again");
+    for participant in &participants {
+        let commits = participant
+            .log()
+            .iter()
+            .filter(|event| {
+                matches!(
+                    event,
+                    ParticipantEvent::Transaction {
+                        phase: Phase::Commit,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(
+            commits,
+            2,
+            "committed, then committed again: {:?}",
+            participant.log()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Executions that cannot be recovered
+
+#[tokio::test]
+async fn unrecoverable_executions_are_reported_left_untouched_and_do_not_stop_the_others() {
+    let world = World::new();
+    let memory = Arc::new(InMemoryRepository::new());
+    let world = World {
+        repository: memory.clone(),
+        ..world
+    };
+    // A good execution left running.
+    let job = job(false);
+    let _ = world
+        .dying_after(1)
+        .await
+        .run(local_saga(), job.clone(), no_autocommit())
+        .await;
+    let good = world.only("recovery-local").await;
+
+    // A corrupt row.
+    let corrupt = Uuid::new_v4();
+    memory.put_raw(corrupt, "{\"id\": \"truncated");
+    // An execution of a saga nobody registered.
+    let mut unknown = world.record(good).await;
+    unknown.id = Uuid::new_v4();
+    unknown.saga = "no-such-saga".to_owned();
+    unknown.version = 0;
+    memory.store(&unknown).await.expect("stored");
+    // An execution stored by an older definition of the saga.
+    let mut changed = world.record(good).await;
+    changed.id = Uuid::new_v4();
+    changed.fingerprint = saga_runtime::definition::Fingerprint::from_value(42);
+    changed.version = 0;
+    memory.store(&changed).await.expect("stored");
+    let untouched = [
+        memory.raw(corrupt),
+        memory.raw(unknown.id),
+        memory.raw(changed.id),
+    ];
+
+    let manager = world.restarted().await;
+    for sweep in 0..2 {
+        let report = manager.recover().await;
+        assert_eq!(report.resumed, usize::from(sweep == 0), "{report}");
+        let failed: Vec<Uuid> = report.failures.iter().map(|(id, _)| *id).collect();
+        assert_eq!(failed.len(), 3, "{report:?}");
+        for id in [corrupt, unknown.id, changed.id] {
+            assert!(failed.contains(&id), "{id} reported: {report:?}");
+        }
+        let reason = |id| {
+            report
+                .failures
+                .iter()
+                .find(|(failed, _)| *failed == id)
+                .map(|(_, reason)| reason.clone())
+                .unwrap_or_default()
+        };
+        assert!(
+            reason(corrupt).contains(&corrupt.to_string()),
+            "{}",
+            reason(corrupt)
+        );
+        assert!(
+            reason(unknown.id).contains("no-such-saga"),
+            "{}",
+            reason(unknown.id)
+        );
+        let mismatch = reason(changed.id);
+        assert!(
+            mismatch.contains("recovery-local")
+                && mismatch.contains(&changed.fingerprint.to_string())
+                && mismatch.contains(&local_saga().fingerprint().to_string()),
+            "names the saga and both fingerprints: {mismatch}"
+        );
+        assert_eq!(
+            [
+                memory.raw(corrupt),
+                memory.raw(unknown.id),
+                memory.raw(changed.id)
+            ],
+            untouched,
+            "left untouched"
+        );
+    }
+    assert_eq!(world.record(good).await.status, SagaStatus::Finished);
+}
+
+#[tokio::test]
+async fn a_reply_to_an_execution_of_a_changed_definition_is_an_error_that_changes_nothing() {
+    let world = World::new();
+    let manager = world.restarted().await;
+    let id = manager
+        .run(
+            remote_saga(),
+            job(false),
+            no_autocommit().pause_on_disk(true),
+        )
+        .await
+        .expect("pauses")
+        .id();
+    let command = world.commands("CreateTicket").pop().expect("sent");
+    let mut record = world.record(id).await;
+    let stored_fingerprint = saga_runtime::definition::Fingerprint::from_value(7);
+    record.fingerprint = stored_fingerprint;
+    record.version = world.repository.store(&record).await.expect("stored");
+    let before = world.record(id).await;
+
+    let error = manager
+        .resume(reply_to(
+            &command,
+            SagaResponseStatus::Success,
+            json!("T-1"),
+            &["ticket"],
+        ))
+        .await
+        .expect_err("the definition changed");
+    match &error {
+        SagaError::Load(LoadError::FingerprintMismatch {
+            id: failed,
+            saga,
+            stored,
+            registered,
+        }) => {
+            assert_eq!(*failed, id);
+            assert_eq!(saga, "recovery-remote");
+            assert_eq!(*stored, stored_fingerprint);
+            assert_eq!(*registered, remote_saga().fingerprint());
+        }
+        other => panic!("expected a fingerprint mismatch, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(
+        message.contains("recovery-remote") && message.contains(&stored_fingerprint.to_string())
+    );
+    assert_eq!(
+        world.record(id).await,
+        before,
+        "the stored execution is left untouched"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several instances
+
+#[tokio::test]
+async fn an_execution_held_by_a_live_instance_is_left_to_it() {
+    let world = World::new();
+    let job = job(false);
+    let dying = world.dying_after(3).await;
+    let id = dying
+        .run(
+            remote_saga(),
+            job.clone(),
+            no_autocommit().pause_on_disk(true),
+        )
+        .await
+        .expect("pauses")
+        .id();
+    let command = world.commands("CreateTicket").pop().expect("sent");
+    let reply = reply_to(
+        &command,
+        SagaResponseStatus::Success,
+        json!("T-1"),
+        &["ticket"],
+    );
+    dying.resume(reply.clone()).await.expect_err("the stop");
+    let held = world.record(id).await;
+
+    // Another instance, while order-1's lease runs (2 minutes by default).
+    let other = world
+        .manager_on(Arc::clone(&world.repository), "order-2")
+        .await;
+    let report = other.recover().await;
+    assert_eq!(report.held_elsewhere, 1, "{report}");
+    assert_eq!(world.record(id).await, held, "left alone");
+    match other.resume(reply.clone()).await {
+        Err(SagaError::Busy { id: busy, owner }) => {
+            assert_eq!((busy, owner.as_str()), (id, "order-1"));
+        }
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    assert_eq!(count(&job.tag, "ticket created"), 1);
+}
+
+#[tokio::test]
+async fn an_instance_takes_over_an_execution_once_its_owner_lease_ran_out() {
+    let world = World::new();
+    let job = job(false);
+    let dying = DyingRepository::new(Arc::clone(&world.repository), 3);
+    let short_lease = SagaManager::builder("order")
+        .shared_broker(Arc::new(world.broker.clone()))
+        .shared_repository(dying)
+        .registry(World::registry())
+        .instance("order-1")
+        .lease(Duration::from_millis(100))
+        .recover_on_start(false)
+        .storage_retry(Duration::ZERO)
+        .build()
+        .await
+        .expect("starts");
+    let id = short_lease
+        .run(
+            remote_saga(),
+            job.clone(),
+            no_autocommit().pause_on_disk(true),
+        )
+        .await
+        .expect("pauses")
+        .id();
+    let command = world.commands("CreateTicket").pop().expect("sent");
+    let reply = reply_to(
+        &command,
+        SagaResponseStatus::Success,
+        json!("T-1"),
+        &["ticket"],
+    );
+    short_lease
+        .resume(reply.clone())
+        .await
+        .expect_err("the stop");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+
+    let other = world
+        .manager_on(Arc::clone(&world.repository), "order-2")
+        .await;
+    let report = other.recover().await;
+    assert_eq!((report.released, report.resent), (1, 1), "{report}");
+    other.resume(reply).await.expect("applies");
+    assert_eq!(world.record(id).await.status, SagaStatus::Finished);
+}
+
+#[tokio::test]
+async fn two_instances_handed_the_same_reply_apply_it_once() {
+    let db = std::env::temp_dir().join(format!("saga-recovery-{}.db", Uuid::new_v4()));
+    let sqlite: Arc<dyn SagaExecutionRepository> =
+        Arc::new(SqliteRepository::open(&db).await.expect("opens"));
+    let world = World {
+        broker: InProcessBroker::with_history(),
+        repository: Arc::clone(&sqlite),
+    };
+    let first = world.manager_on(Arc::clone(&sqlite), "order-1").await;
+    let second = world.manager_on(Arc::clone(&sqlite), "order-2").await;
+    for _ in 0..20 {
+        let job = job(false);
+        let id = first
+            .run(
+                remote_saga(),
+                job.clone(),
+                no_autocommit().pause_on_disk(true),
+            )
+            .await
+            .expect("pauses")
+            .id();
+        let command = world
+            .commands("CreateTicket")
+            .into_iter()
+            .rfind(|message| message.saga_id().ok() == Some(id))
+            .expect("sent");
+        let reply = reply_to(
+            &command,
+            SagaResponseStatus::Success,
+            json!("T-1"),
+            &["ticket"],
+        );
+        let (a, b) = tokio::join!(first.resume(reply.clone()), second.resume(reply.clone()));
+        let applied = [&a, &b]
+            .iter()
+            .filter(|outcome| matches!(outcome, Ok(ReplyOutcome::Applied { .. })))
+            .count();
+        for outcome in [&a, &b] {
+            assert!(
+                matches!(
+                    outcome,
+                    Ok(ReplyOutcome::Applied { .. } | ReplyOutcome::Ignored { .. })
+                        | Err(SagaError::Busy { .. })
+                ),
+                "{outcome:?}"
+            );
+        }
+        // A reply refused as Busy is redelivered in a real deployment: do that here.
+        if applied == 0 {
+            first.resume(reply).await.expect("applies");
+        }
+        assert_eq!(count(&job.tag, "ticket created"), 1, "{a:?} {b:?}");
+        assert_eq!(count(&job.tag, "do b"), 1);
+        assert_eq!(world.record(id).await.status, SagaStatus::Finished);
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The database unavailable for a while
+
+/// Fails every store while `down` is set.
+struct Outage {
+    inner: Arc<dyn SagaExecutionRepository>,
+    down: std::sync::atomic::AtomicBool,
+    refused: AtomicUsize,
+}
+
+#[async_trait]
+impl SagaExecutionRepository for Outage {
+    async fn store(&self, record: &ExecutionRecord) -> Result<u64, RepositoryError> {
+        if self.down.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(RepositoryError::Storage(Box::new(std::io::Error::other(
+                "connection refused",
+            ))));
+        }
+        self.inner.store(record).await
+    }
+    async fn load(&self, id: Uuid) -> Result<ExecutionRecord, RepositoryError> {
+        self.inner.load(id).await
+    }
+    async fn delete(&self, id: Uuid) -> Result<(), RepositoryError> {
+        self.inner.delete(id).await
+    }
+    async fn mark_published(&self, id: Uuid, version: u64) -> Result<bool, RepositoryError> {
+        self.inner.mark_published(id, version).await
+    }
+    async fn list_recoverable(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, RepositoryError> {
+        self.inner.list_recoverable(after, limit).await
+    }
+    async fn list_by_status(&self, status: SagaStatus) -> Result<Vec<Uuid>, RepositoryError> {
+        self.inner.list_by_status(status).await
+    }
+    async fn list_by_saga(&self, saga: &str) -> Result<Vec<Uuid>, RepositoryError> {
+        self.inner.list_by_saga(saga).await
+    }
+    async fn delete_finished_before(&self, before: u64) -> Result<u64, RepositoryError> {
+        self.inner.delete_finished_before(before).await
+    }
+}
+
+#[tokio::test]
+async fn the_manager_backs_off_while_the_database_is_down_and_loses_nothing() {
+    let world = World::new();
+    let outage = Arc::new(Outage {
+        inner: Arc::clone(&world.repository),
+        down: true.into(),
+        refused: AtomicUsize::new(0),
+    });
+    let manager = SagaManager::builder("order")
+        .shared_broker(Arc::new(world.broker.clone()))
+        .shared_repository(outage.clone())
+        .registry(World::registry())
+        .recover_on_start(false)
+        .build()
+        .await
+        .expect("starts");
+    let job = job(false);
+    let run = tokio::spawn({
+        let job = job.clone();
+        async move { manager.run(local_saga(), job, no_autocommit()).await }
+    });
+    eventually(|| outage.refused.load(Ordering::SeqCst) >= 3).await;
+    assert!(!run.is_finished(), "the run waits for the database");
+    outage.down.store(false, Ordering::SeqCst);
+    let execution = run
+        .await
+        .expect("no panic")
+        .expect("the run succeeds once the database is back")
+        .execution()
+        .expect("returned");
+    assert_eq!(execution.status(), SagaStatus::Finished);
+    assert_eq!(
+        effects(&job.tag),
+        ["do a", "do b", "do c"],
+        "each step ran once"
+    );
+    let record = world.record(execution.id()).await;
+    assert_eq!(record.status, SagaStatus::Finished);
+    assert_at_rest(&record);
+}
+
+#[tokio::test]
+async fn a_locked_sqlite_file_delays_the_saga_and_loses_nothing() {
+    let db = std::env::temp_dir().join(format!("saga-locked-{}.db", Uuid::new_v4()));
+    let sqlite = SqliteRepository::builder(&db)
+        .busy_timeout(Duration::from_millis(20))
+        .open()
+        .await
+        .expect("opens");
+    let world = World {
+        broker: InProcessBroker::with_history(),
+        repository: Arc::new(sqlite.clone()),
+    };
+    // Take the write lock with another connection and hold it for a while.
+    let mut locker = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(
+        &sqlx::sqlite::SqliteConnectOptions::new().filename(&db),
+    )
+    .await
+    .expect("connects");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut locker)
+        .await
+        .expect("locks");
+    // Default storage retries (30 s): the manager backs off while the file is locked.
+    let manager = SagaManager::builder("order")
+        .shared_broker(Arc::new(world.broker.clone()))
+        .shared_repository(Arc::new(sqlite.clone()))
+        .registry(World::registry())
+        .recover_on_start(false)
+        .build()
+        .await
+        .expect("starts");
+    let job = job(false);
+    let run = tokio::spawn({
+        let job = job.clone();
+        async move { manager.run(local_saga(), job, no_autocommit()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!run.is_finished(), "the run waits for the lock");
+    sqlx::query("COMMIT")
+        .execute(&mut locker)
+        .await
+        .expect("unlocks");
+    let execution = run
+        .await
+        .expect("no panic")
+        .expect("the run succeeds once the lock is gone")
+        .execution()
+        .expect("returned");
+    assert_eq!(effects(&job.tag), ["do a", "do b", "do c"]);
+    assert_at_rest(&world.record(execution.id()).await);
+    drop(locker);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+}
+
+/// The report type is public and printable (what `build` logs).
+#[test]
+fn a_recovery_report_prints_its_counts() {
+    let report = RecoveryReport::default();
+    assert!(report.is_empty());
+    assert!(report.to_string().contains("0 examined"));
+}
