@@ -1,0 +1,684 @@
+//! The `kill -9` crash matrix: the child `crash-child` runs 9 sagas of three local steps (`a`, `b`,
+//! `c`, each with a compensation; every third saga fails in `c`) one at a time on a SQLite file and
+//! aborts at a crash point (`SAGA_CRASH_AT=<point>:<n>`); it is restarted until it exits 0, and the
+//! file then shows:
+//!
+//! - exactly one execution per planned saga, `finished` (or `errored` for the failing ones), at rest
+//!   (no owner, no pending messages), with its transaction committed or rejected (mode `2pc`) or
+//!   left open (mode `local`, no autocommit);
+//! - every effect of every saga but the one in flight at the crash applied exactly once;
+//! - for the saga in flight, what the recovery rule allows and no more (see [`sequence`]): a local
+//!   step whose completion was not stored runs again (so every step of the advance under way runs
+//!   twice), a compensation whose intent was stored is never run again (so it ran once or not at
+//!   all, and its step is recorded `errored-on-failure`), the others run exactly once;
+//! - compensations only in failing sagas, never of `c`, `b` before `a`, after the steps they undo;
+//! - the effects of the sagas in plan order (the in-flight one is recovered before the next runs).
+//!
+//! `after-publish` is missing from the matrix: sagas of local steps emit no messages, so no store
+//! has any to publish. `before-commit` and `after-commit` are reached only with autocommit (mode
+//! `2pc`).
+//!
+//! The backend-specific parts are [`Target`] (where the child runs, and how the test reads it back).
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use saga_runtime::execution::{ExecutionRecord, TransactionState};
+use saga_runtime::faults::POINTS;
+use saga_runtime::prelude::*;
+use saga_runtime::repository::SqliteRepository;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+use uuid::Uuid;
+
+/// How many sagas the child plans.
+const COUNT: usize = 9;
+/// The saga's persisted name in the child.
+const SAGA: &str = "crash-matrix";
+/// The signal `std::process::abort` raises (the same number on every Unix the tests run on).
+const SIGABRT: i32 = 6;
+/// The most restarts a crashed child may need to end its sagas.
+const RESTARTS: usize = 3;
+
+/// Whether planned saga `n` fails in step `c` (the child's rule).
+fn fails(n: usize) -> bool {
+    n % 3 == 2
+}
+
+/// How the child commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// No autocommit: no two-phase commit.
+    Local,
+    /// Autocommit, with an in-process participant answering the service's transaction topics.
+    TwoPhase,
+}
+
+impl Mode {
+    fn arg(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::TwoPhase => "2pc",
+        }
+    }
+}
+
+/// What one saga shows at the end when the process stopped at one of its crash points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Expect {
+    /// The crash point.
+    point: &'static str,
+    /// Where the advance stood, and what recovery does about it.
+    stage: &'static str,
+    /// How often the `do` of `a`, `b`, `c` was applied.
+    done: [usize; 3],
+    /// How often the `undo` of `a`, `b` was applied (`c`'s never is).
+    undone: [usize; 2],
+    /// The step whose compensation recovery found under way and did not run again (recorded as
+    /// `errored-on-failure`).
+    interrupted: Option<&'static str>,
+}
+
+/// What a saga that ran without a crash shows.
+fn untouched(failing: bool) -> Expect {
+    Expect {
+        point: "",
+        stage: "not in flight",
+        done: if failing { [1, 1, 0] } else { [1, 1, 1] },
+        undone: if failing { [1, 1] } else { [0, 0] },
+        interrupted: None,
+    }
+}
+
+/// The crash points one saga reaches, in order, each with what a crash there leaves at the end.
+///
+/// A succeeding saga stores its claim (`created`, held) before any handler, runs `a`, `b`, `c` with
+/// no store in between, and stores its end; with autocommit it stores `committing` instead, runs
+/// the commit and then stores the end. A failing saga stores its claim, runs `a`, `b` (`c` fails),
+/// then for `b` and then `a`: stores the intent (`running-on-failure`), runs the compensation; and
+/// stores its end.
+fn sequence(mode: Mode, failing: bool) -> Vec<Expect> {
+    let step = |point, stage, done, undone, interrupted| Expect {
+        point,
+        stage,
+        done,
+        undone,
+        interrupted,
+    };
+    if failing {
+        let (done, twice) = ([1, 1, 0], [2, 2, 0]);
+        return vec![
+            step(
+                "before-store",
+                "claim not stored: the saga runs afresh",
+                done,
+                [1, 1],
+                None,
+            ),
+            step(
+                "after-store",
+                "claim stored: resumed from `created`",
+                done,
+                [1, 1],
+                None,
+            ),
+            step(
+                "before-store",
+                "b's intent not stored: a and b ran unrecorded and run again, c fails again",
+                twice,
+                [1, 1],
+                None,
+            ),
+            step(
+                "after-store",
+                "b's intent stored: b not compensated again (it never was), a compensated",
+                done,
+                [1, 0],
+                Some("b"),
+            ),
+            step(
+                "before-compensation",
+                "b's intent stored: b not compensated again (it never was), a compensated",
+                done,
+                [1, 0],
+                Some("b"),
+            ),
+            step(
+                "after-compensation",
+                "b compensated, not stored: b not compensated again, a compensated",
+                done,
+                [1, 1],
+                Some("b"),
+            ),
+            step(
+                "before-store",
+                "a's intent not stored: b (under way when stored) not again, a compensated",
+                done,
+                [1, 1],
+                Some("b"),
+            ),
+            step(
+                "after-store",
+                "a's intent stored: a not compensated again (it never was)",
+                done,
+                [0, 1],
+                Some("a"),
+            ),
+            step(
+                "before-compensation",
+                "a's intent stored: a not compensated again (it never was)",
+                done,
+                [0, 1],
+                Some("a"),
+            ),
+            step(
+                "after-compensation",
+                "a compensated, not stored: a not compensated again",
+                done,
+                [1, 1],
+                Some("a"),
+            ),
+            step(
+                "before-store",
+                "end not stored: a (under way when stored) not compensated again",
+                done,
+                [1, 1],
+                Some("a"),
+            ),
+            step(
+                "after-store",
+                "end stored: nothing to recover",
+                done,
+                [1, 1],
+                None,
+            ),
+        ];
+    }
+    let (done, twice) = ([1, 1, 1], [2, 2, 2]);
+    let mut steps = vec![
+        step(
+            "before-store",
+            "claim not stored: the saga runs afresh",
+            done,
+            [0, 0],
+            None,
+        ),
+        step(
+            "after-store",
+            "claim stored: resumed from `created`",
+            done,
+            [0, 0],
+            None,
+        ),
+    ];
+    match mode {
+        Mode::Local => steps.extend([
+            step(
+                "before-store",
+                "end not stored: a, b, c ran unrecorded and run again",
+                twice,
+                [0, 0],
+                None,
+            ),
+            step(
+                "after-store",
+                "end stored: nothing to recover",
+                done,
+                [0, 0],
+                None,
+            ),
+        ]),
+        Mode::TwoPhase => steps.extend([
+            step(
+                "before-store",
+                "`committing` not stored: a, b, c ran unrecorded and run again",
+                twice,
+                [0, 0],
+                None,
+            ),
+            step(
+                "after-store",
+                "`committing` stored: committed again",
+                done,
+                [0, 0],
+                None,
+            ),
+            step(
+                "before-commit",
+                "`committing` stored: committed again",
+                done,
+                [0, 0],
+                None,
+            ),
+            step(
+                "after-commit",
+                "`committing` stored: committed again",
+                done,
+                [0, 0],
+                None,
+            ),
+            step(
+                "before-store",
+                "end not stored (`committing` is): committed again",
+                done,
+                [0, 0],
+                None,
+            ),
+            step(
+                "after-store",
+                "end stored: nothing to recover",
+                done,
+                [0, 0],
+                None,
+            ),
+        ]),
+    }
+    steps
+}
+
+/// Every crash point the run of the plan reaches, in order: (saga, what a crash there leaves).
+fn timeline(mode: Mode) -> Vec<(usize, Expect)> {
+    (0..COUNT)
+        .flat_map(|n| sequence(mode, fails(n)).into_iter().map(move |e| (n, e)))
+        .collect()
+}
+
+/// The values of `n` tried for `point`: 1, 2, 5, 8, the first hit of each distinct stage of a
+/// succeeding and of a failing saga, and the last hit, among those the plan reaches.
+fn nths(mode: Mode, point: &str) -> Vec<usize> {
+    let hits: Vec<(usize, Expect)> = timeline(mode)
+        .into_iter()
+        .filter(|(_, expect)| expect.point == point)
+        .collect();
+    let mut nths = vec![1, 2, 5, 8, hits.len()];
+    let mut seen = Vec::new();
+    for (index, (n, expect)) in hits.iter().enumerate() {
+        // Sagas 0 and 2 are the first succeeding and failing ones.
+        let position = sequence(mode, fails(*n))
+            .iter()
+            .filter(|other| other.point == point)
+            .position(|other| other == expect);
+        let key = (fails(*n), position, expect.stage);
+        if !seen.contains(&key) {
+            seen.push(key);
+            nths.push(index + 1);
+        }
+    }
+    nths.retain(|nth| (1..=hits.len()).contains(nth));
+    nths.sort_unstable();
+    nths.dedup();
+    nths
+}
+
+/// One recorded handler run.
+#[derive(Debug, Clone)]
+struct Effect {
+    seq: i64,
+    n: usize,
+    step: String,
+    kind: String,
+}
+
+/// Where the child runs, and how the test reads it back.
+enum Target {
+    Sqlite(PathBuf),
+}
+
+impl Target {
+    fn sqlite() -> Self {
+        Self::Sqlite(std::env::temp_dir().join(format!("saga-crash-matrix-{}.db", Uuid::new_v4())))
+    }
+
+    /// The child's first argument.
+    fn arg(&self) -> String {
+        match self {
+            Self::Sqlite(path) => path.display().to_string(),
+        }
+    }
+
+    async fn repository(&self) -> Arc<dyn SagaExecutionRepository> {
+        match self {
+            Self::Sqlite(path) => Arc::new(SqliteRepository::open(path).await.expect("opens")),
+        }
+    }
+
+    /// The effects, in order, with the planned index of their saga (all of them must name a
+    /// planned saga).
+    async fn effects(&self) -> Vec<Effect> {
+        match self {
+            Self::Sqlite(path) => {
+                let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(path))
+                    .await
+                    .expect("the file opens");
+                let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM effects")
+                    .fetch_one(&pool)
+                    .await
+                    .expect("effects are readable");
+                let rows: Vec<(i64, i64, String, String)> = sqlx::query_as(
+                    "SELECT e.seq, p.n, e.step, e.kind FROM effects e \
+                     JOIN planned p ON p.id = e.saga ORDER BY e.seq",
+                )
+                .fetch_all(&pool)
+                .await
+                .expect("effects are readable");
+                pool.close().await;
+                assert_eq!(rows.len() as i64, total, "an effect names no planned saga");
+                rows.into_iter()
+                    .map(|(seq, n, step, kind)| Effect {
+                        seq,
+                        n: usize::try_from(n).expect("a planned index"),
+                        step,
+                        kind,
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        match self {
+            Self::Sqlite(path) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut file = path.clone().into_os_string();
+                    file.push(suffix);
+                    let _ = std::fs::remove_file(file);
+                }
+            }
+        }
+    }
+}
+
+/// Runs the child on `target`, with `SAGA_CRASH_AT` set to `crash` if given (and removed if not).
+fn child(target: &Target, mode: Mode, crash: Option<&str>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_crash-child"));
+    command
+        .arg(target.arg())
+        .arg(COUNT.to_string())
+        .arg(mode.arg())
+        .env_remove("RUST_LOG");
+    match crash {
+        Some(crash) => command.env("SAGA_CRASH_AT", crash),
+        None => command.env_remove("SAGA_CRASH_AT"),
+    };
+    command.output().expect("the child starts")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Runs the child without a crash until it exits 0 (at most [`RESTARTS`] times); returns its logs.
+fn run_to_the_end(target: &Target, mode: Mode, context: &str) -> String {
+    let mut logs = String::new();
+    for attempt in 1..=RESTARTS {
+        let output = child(target, mode, None);
+        logs.push_str(&format!("--- run {attempt} ({})\n", output.status));
+        logs.push_str(&stderr(&output));
+        assert_eq!(
+            output.status.signal(),
+            None,
+            "{context}: a run without a crash point died by a signal\n{logs}"
+        );
+        if output.status.success() {
+            return logs;
+        }
+    }
+    panic!("{context}: the child did not end its sagas in {RESTARTS} runs\n{logs}");
+}
+
+/// Checks the end state of `target`: `in_flight` is the saga the crash stopped, with what it must
+/// show; every other saga shows [`untouched`].
+async fn check(target: &Target, mode: Mode, in_flight: Option<(usize, Expect)>, context: &str) {
+    let expect = |n: usize| match in_flight {
+        Some((k, expect)) if k == n => expect,
+        _ => untouched(fails(n)),
+    };
+
+    // (a) and (d): one execution per planned saga, terminal, at rest.
+    let repository = target.repository().await;
+    let ids = repository.list_by_saga(SAGA).await.expect("listed");
+    assert_eq!(ids.len(), COUNT, "{context}: executions");
+    let mut records = BTreeMap::<usize, ExecutionRecord>::new();
+    for id in ids {
+        let record = repository.load(id).await.expect("loads");
+        let n = record.context::<serde_json::Value>().expect("decodes")["n"]
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .expect("the context names its planned saga");
+        assert!(
+            records.insert(n, record).is_none(),
+            "{context}: saga {n} has two executions"
+        );
+    }
+    assert!(
+        repository
+            .list_recoverable(None, 100)
+            .await
+            .expect("listed")
+            .is_empty(),
+        "{context}: executions still need recovery"
+    );
+    for (n, record) in &records {
+        let n = *n;
+        let failing = fails(n);
+        assert!(n < COUNT, "{context}: saga {n} was not planned");
+        let (status, transaction) = match (failing, mode) {
+            (false, Mode::Local) => (SagaStatus::Finished, TransactionState::Open),
+            (true, Mode::Local) => (SagaStatus::Errored, TransactionState::Open),
+            (false, Mode::TwoPhase) => (SagaStatus::Finished, TransactionState::Committed),
+            (true, Mode::TwoPhase) => (SagaStatus::Errored, TransactionState::Rejected),
+        };
+        assert_eq!(record.status, status, "{context}: saga {n}'s status");
+        assert_eq!(
+            record.transaction, transaction,
+            "{context}: saga {n}'s transaction"
+        );
+        assert_eq!(record.owner, None, "{context}: saga {n} is still held");
+        assert!(
+            record.pending.is_empty(),
+            "{context}: saga {n} has pending messages"
+        );
+        let interrupted: Vec<&str> = record
+            .steps
+            .iter()
+            .filter(|step| step.status() == StepStatus::ErroredOnFailure)
+            .map(|step| step.name())
+            .collect();
+        assert_eq!(
+            interrupted,
+            expect(n).interrupted.into_iter().collect::<Vec<_>>(),
+            "{context}: saga {n}'s compensations recorded as interrupted ({})",
+            expect(n).stage
+        );
+    }
+
+    // (b) and (c): the effects.
+    let effects = target.effects().await;
+    for pair in effects.windows(2) {
+        assert!(
+            pair[0].n <= pair[1].n,
+            "{context}: the effects of saga {} follow those of saga {}",
+            pair[1].n,
+            pair[0].n
+        );
+    }
+    for n in 0..COUNT {
+        let expect = expect(n);
+        let mine: Vec<&Effect> = effects.iter().filter(|effect| effect.n == n).collect();
+        let count = |step: &str, kind: &str| {
+            mine.iter()
+                .filter(|effect| effect.step == step && effect.kind == kind)
+                .count()
+        };
+        let done = [count("a", "do"), count("b", "do"), count("c", "do")];
+        let undone = [count("a", "undo"), count("b", "undo")];
+        assert_eq!(
+            done, expect.done,
+            "{context}: saga {n}'s `do` of a, b, c ({}): {mine:?}",
+            expect.stage
+        );
+        assert_eq!(
+            undone, expect.undone,
+            "{context}: saga {n}'s `undo` of a, b ({}): {mine:?}",
+            expect.stage
+        );
+        assert_eq!(
+            count("c", "undo"),
+            0,
+            "{context}: saga {n} compensated c: {mine:?}"
+        );
+        assert_eq!(
+            done.iter().sum::<usize>() + undone.iter().sum::<usize>(),
+            mine.len(),
+            "{context}: saga {n} has unknown effects: {mine:?}"
+        );
+        let last_do = mine
+            .iter()
+            .filter(|effect| effect.kind == "do")
+            .map(|effect| effect.seq)
+            .max();
+        let undos: Vec<(&str, i64)> = mine
+            .iter()
+            .filter(|effect| effect.kind == "undo")
+            .map(|effect| (effect.step.as_str(), effect.seq))
+            .collect();
+        for (step, seq) in &undos {
+            assert!(
+                Some(*seq) > last_do,
+                "{context}: saga {n}'s undo of {step} came before one of its steps: {mine:?}"
+            );
+        }
+        let order: Vec<&str> = undos.iter().map(|(step, _)| *step).collect();
+        assert!(
+            order.is_empty() || order == ["b", "a"] || order == ["a"] || order == ["b"],
+            "{context}: saga {n} compensated in the order {order:?}"
+        );
+    }
+}
+
+/// Crashes a child at the `nth` hit of `point`, restarts it to the end and checks the file.
+async fn crash_at(mode: Mode, point: &str, nth: usize) {
+    let context = format!("{} crash at {point}:{nth}", mode.arg());
+    let (in_flight, expect) = timeline(mode)
+        .into_iter()
+        .filter(|(_, expect)| expect.point == point)
+        .nth(nth - 1)
+        .unwrap_or_else(|| panic!("{context}: the plan does not reach it"));
+
+    let target = Target::sqlite();
+    let crashed = child(&target, mode, Some(&format!("{point}:{nth}")));
+    assert_eq!(
+        crashed.status.signal(),
+        Some(SIGABRT),
+        "{context}: the child did not abort ({})\n{}",
+        crashed.status,
+        stderr(&crashed)
+    );
+    assert!(
+        stderr(&crashed).contains(&format!("crash point `{point}` reached")),
+        "{context}: the child aborted elsewhere\n{}",
+        stderr(&crashed)
+    );
+    let logs = run_to_the_end(&target, mode, &context);
+    let context = format!(
+        "{context} (saga {in_flight}: {})\n--- crashed run\n{}{logs}",
+        expect.stage,
+        stderr(&crashed)
+    );
+    check(&target, mode, Some((in_flight, expect)), &context).await;
+
+    // Once everything ended, another start finds nothing to do and changes nothing.
+    let effects = target.effects().await.len();
+    let again = child(&target, mode, None);
+    assert!(
+        again.status.success(),
+        "{context}: a start after the end failed\n{}",
+        stderr(&again)
+    );
+    assert_eq!(
+        target.effects().await.len(),
+        effects,
+        "{context}: a start after the end applied effects"
+    );
+}
+
+/// Runs the matrix of `mode` at `point`.
+async fn matrix(mode: Mode, point: &str) {
+    assert!(POINTS.contains(&point), "unknown crash point {point}");
+    let nths = nths(mode, point);
+    assert!(!nths.is_empty(), "{} never reaches {point}", mode.arg());
+    for nth in nths {
+        crash_at(mode, point, nth).await;
+    }
+}
+
+macro_rules! matrix {
+    ($($name:ident: $mode:ident, $point:literal;)+) => {$(
+        #[tokio::test]
+        async fn $name() {
+            matrix(Mode::$mode, $point).await;
+        }
+    )+};
+}
+
+matrix! {
+    local_before_store: Local, "before-store";
+    local_after_store: Local, "after-store";
+    local_before_compensation: Local, "before-compensation";
+    local_after_compensation: Local, "after-compensation";
+    two_phase_before_store: TwoPhase, "before-store";
+    two_phase_after_store: TwoPhase, "after-store";
+    two_phase_before_compensation: TwoPhase, "before-compensation";
+    two_phase_after_compensation: TwoPhase, "after-compensation";
+    two_phase_before_commit: TwoPhase, "before-commit";
+    two_phase_after_commit: TwoPhase, "after-commit";
+}
+
+#[test]
+fn the_model_covers_every_point_but_after_publish() {
+    for mode in [Mode::Local, Mode::TwoPhase] {
+        for point in POINTS {
+            let reached = timeline(mode).iter().any(|(_, e)| e.point == *point);
+            let expected = match *point {
+                "after-publish" => false,
+                "before-commit" | "after-commit" => mode == Mode::TwoPhase,
+                _ => true,
+            };
+            assert_eq!(reached, expected, "{} at {point}", mode.arg());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_run_without_a_crash_applies_everything_exactly_once() {
+    for mode in [Mode::Local, Mode::TwoPhase] {
+        let target = Target::sqlite();
+        let output = child(&target, mode, None);
+        assert!(
+            output.status.success(),
+            "{}: the child failed\n{}",
+            mode.arg(),
+            stderr(&output)
+        );
+        check(&target, mode, None, mode.arg()).await;
+        // A second start finds the plan done.
+        let effects = target.effects().await.len();
+        let again = child(&target, mode, None);
+        assert!(again.status.success(), "{}", stderr(&again));
+        assert_eq!(target.effects().await.len(), effects);
+        check(&target, mode, None, mode.arg()).await;
+    }
+}
+
+#[tokio::test]
+async fn a_crash_point_that_is_never_reached_lets_the_child_end() {
+    // `after-publish` is not reached by sagas of local steps: the run ends normally.
+    let target = Target::sqlite();
+    let output = child(&target, Mode::TwoPhase, Some("after-publish:1"));
+    assert!(output.status.success(), "{}", stderr(&output));
+    check(&target, Mode::TwoPhase, None, "after-publish:1").await;
+}
