@@ -430,13 +430,29 @@ fn run_to_the_end(target: &Target, mode: Mode, context: &str) -> String {
     panic!("{context}: the child did not end its sagas in {RESTARTS} runs\n{logs}");
 }
 
-/// Checks the end state of `target`: `in_flight` is the saga the crash stopped, with what it must
-/// show; every other saga shows [`untouched`].
-async fn check(target: &Target, mode: Mode, in_flight: Option<(usize, Expect)>, context: &str) {
-    let expect = |n: usize| match in_flight {
-        Some((k, expect)) if k == n => expect,
-        _ => untouched(fails(n)),
-    };
+/// What the check demands of one saga's effects.
+#[derive(Debug, Clone, Copy)]
+enum Demand {
+    /// Exactly these counts and this interrupted compensation.
+    Exact(Expect),
+    /// Only what the recovery rule guarantees whatever the crashes: each step applied at least
+    /// once, the steps of one advance as often as each other (no store comes between them);
+    /// each compensation of a failing saga applied exactly once, or at most once if it is
+    /// recorded as interrupted.
+    Rule,
+}
+
+/// The exact demand on every saga but `in_flight`, which has its own.
+fn exact_but(in_flight: Option<(usize, Expect)>) -> impl Fn(usize) -> Demand {
+    move |n| match in_flight {
+        Some((k, expect)) if k == n => Demand::Exact(expect),
+        _ => Demand::Exact(untouched(fails(n))),
+    }
+}
+
+/// Checks the end state of `target`, with `demand(n)` on the effects of saga `n`.
+async fn check(target: &Target, mode: Mode, demand: impl Fn(usize) -> Demand, context: &str) {
+    let mut interrupted_steps = BTreeMap::<usize, Vec<String>>::new();
 
     // (a) and (d): one execution per planned saga, terminal, at rest.
     let repository = target.repository().await;
@@ -488,12 +504,19 @@ async fn check(target: &Target, mode: Mode, in_flight: Option<(usize, Expect)>, 
             .filter(|step| step.status() == StepStatus::ErroredOnFailure)
             .map(|step| step.name())
             .collect();
-        assert_eq!(
-            interrupted,
-            expect(n).interrupted.into_iter().collect::<Vec<_>>(),
-            "{context}: saga {n}'s compensations recorded as interrupted ({})",
-            expect(n).stage
+        if let Demand::Exact(expect) = demand(n) {
+            assert_eq!(
+                interrupted,
+                expect.interrupted.into_iter().collect::<Vec<_>>(),
+                "{context}: saga {n}'s compensations recorded as interrupted ({})",
+                expect.stage
+            );
+        }
+        assert!(
+            failing || interrupted.is_empty(),
+            "{context}: saga {n} did not fail but recorded compensations"
         );
+        interrupted_steps.insert(n, interrupted.into_iter().map(str::to_owned).collect());
     }
 
     // (b) and (c): the effects.
@@ -507,7 +530,6 @@ async fn check(target: &Target, mode: Mode, in_flight: Option<(usize, Expect)>, 
         );
     }
     for n in 0..COUNT {
-        let expect = expect(n);
         let mine: Vec<&Effect> = effects.iter().filter(|effect| effect.n == n).collect();
         let count = |step: &str, kind: &str| {
             mine.iter()
@@ -516,16 +538,41 @@ async fn check(target: &Target, mode: Mode, in_flight: Option<(usize, Expect)>, 
         };
         let done = [count("a", "do"), count("b", "do"), count("c", "do")];
         let undone = [count("a", "undo"), count("b", "undo")];
-        assert_eq!(
-            done, expect.done,
-            "{context}: saga {n}'s `do` of a, b, c ({}): {mine:?}",
-            expect.stage
-        );
-        assert_eq!(
-            undone, expect.undone,
-            "{context}: saga {n}'s `undo` of a, b ({}): {mine:?}",
-            expect.stage
-        );
+        match demand(n) {
+            Demand::Exact(expect) => {
+                assert_eq!(
+                    done, expect.done,
+                    "{context}: saga {n}'s `do` of a, b, c ({}): {mine:?}",
+                    expect.stage
+                );
+                assert_eq!(
+                    undone, expect.undone,
+                    "{context}: saga {n}'s `undo` of a, b ({}): {mine:?}",
+                    expect.stage
+                );
+            }
+            Demand::Rule => {
+                let c = if fails(n) { 0 } else { done[0] };
+                assert!(
+                    done[0] >= 1 && done == [done[0], done[0], c],
+                    "{context}: saga {n}'s `do` of a, b, c: {done:?}: {mine:?}"
+                );
+                let interrupted = &interrupted_steps[&n];
+                for (index, step) in ["a", "b"].into_iter().enumerate() {
+                    let allowed = match (fails(n), interrupted.iter().any(|i| i == step)) {
+                        (false, _) => 0..=0,
+                        (true, false) => 1..=1,
+                        (true, true) => 0..=1,
+                    };
+                    assert!(
+                        allowed.contains(&undone[index]),
+                        "{context}: saga {n}'s `undo` of {step} applied {} times \
+                         (interrupted: {interrupted:?}): {mine:?}",
+                        undone[index]
+                    );
+                }
+            }
+        }
         assert_eq!(
             count("c", "undo"),
             0,
@@ -589,7 +636,13 @@ async fn crash_at(mode: Mode, point: &str, nth: usize) {
         expect.stage,
         stderr(&crashed)
     );
-    check(&target, mode, Some((in_flight, expect)), &context).await;
+    check(
+        &target,
+        mode,
+        exact_but(Some((in_flight, expect))),
+        &context,
+    )
+    .await;
 
     // Once everything ended, another start finds nothing to do and changes nothing.
     let effects = target.effects().await.len();
@@ -664,13 +717,13 @@ async fn a_run_without_a_crash_applies_everything_exactly_once() {
             mode.arg(),
             stderr(&output)
         );
-        check(&target, mode, None, mode.arg()).await;
+        check(&target, mode, exact_but(None), mode.arg()).await;
         // A second start finds the plan done.
         let effects = target.effects().await.len();
         let again = child(&target, mode, None);
         assert!(again.status.success(), "{}", stderr(&again));
         assert_eq!(target.effects().await.len(), effects);
-        check(&target, mode, None, mode.arg()).await;
+        check(&target, mode, exact_but(None), mode.arg()).await;
     }
 }
 
@@ -680,5 +733,89 @@ async fn a_crash_point_that_is_never_reached_lets_the_child_end() {
     let target = Target::sqlite();
     let output = child(&target, Mode::TwoPhase, Some("after-publish:1"));
     assert!(output.status.success(), "{}", stderr(&output));
-    check(&target, Mode::TwoPhase, None, "after-publish:1").await;
+    check(&target, Mode::TwoPhase, exact_but(None), "after-publish:1").await;
+}
+
+/// Crashes a child at `first`, then the restart at `second` (if that restart reaches it: a
+/// restart with nothing to recover runs the remaining sagas, and may end first), then restarts it
+/// to the end and checks the file against the rule. Returns whether the restart aborted.
+async fn crash_twice(mode: Mode, first: (&str, usize), second: (&str, usize)) -> bool {
+    let context = format!(
+        "{} crash at {}:{}, then at {}:{}",
+        mode.arg(),
+        first.0,
+        first.1,
+        second.0,
+        second.1
+    );
+    let target = Target::sqlite();
+    let crashed = child(&target, mode, Some(&format!("{}:{}", first.0, first.1)));
+    assert_eq!(
+        crashed.status.signal(),
+        Some(SIGABRT),
+        "{context}: the child did not abort\n{}",
+        stderr(&crashed)
+    );
+    let restarted = child(&target, mode, Some(&format!("{}:{}", second.0, second.1)));
+    let aborted = restarted.status.signal() == Some(SIGABRT);
+    assert!(
+        aborted || restarted.status.success(),
+        "{context}: the restart neither aborted nor ended ({})\n{}",
+        restarted.status,
+        stderr(&restarted)
+    );
+    let logs = run_to_the_end(&target, mode, &context);
+    let context = format!(
+        "{context}\n--- crashed run\n{}--- crashed restart\n{}{logs}",
+        stderr(&crashed),
+        stderr(&restarted)
+    );
+    check(&target, mode, |_| Demand::Rule, &context).await;
+    aborted
+}
+
+/// Crashes at every stage of the first failing saga (saga 2) in `mode` at `point`, then crashes
+/// each restart (which recovers it first) at the first and second hit of each point.
+async fn crash_during_recovery(mode: Mode, point: &str) {
+    let hits: Vec<(usize, usize)> = timeline(mode)
+        .into_iter()
+        .filter(|(_, expect)| expect.point == point)
+        .enumerate()
+        .map(|(index, (n, _))| (index + 1, n))
+        .collect();
+    // The stages of saga 2 (failing) and, with a commit, of saga 1 (succeeding).
+    let firsts: Vec<usize> = hits
+        .iter()
+        .filter(|(_, n)| *n == 2 || (mode == Mode::TwoPhase && *n == 1))
+        .map(|(nth, _)| *nth)
+        .collect();
+    assert!(!firsts.is_empty(), "{} at {point}", mode.arg());
+    let seconds = POINTS
+        .iter()
+        .filter(|second| timeline(mode).iter().any(|(_, e)| e.point == **second));
+    let mut aborted = 0;
+    for nth in &firsts {
+        for second in seconds.clone() {
+            for second_nth in [1, 2] {
+                aborted +=
+                    usize::from(crash_twice(mode, (point, *nth), (second, second_nth)).await);
+            }
+        }
+    }
+    assert!(aborted > 0, "no restart reached its crash point");
+}
+
+macro_rules! twice {
+    ($($name:ident: $mode:ident, $point:literal;)+) => {$(
+        #[tokio::test]
+        async fn $name() {
+            crash_during_recovery(Mode::$mode, $point).await;
+        }
+    )+};
+}
+
+twice! {
+    twice_local_after_store: Local, "after-store";
+    twice_local_after_compensation: Local, "after-compensation";
+    twice_two_phase_before_commit: TwoPhase, "before-commit";
 }
