@@ -4,6 +4,8 @@
 //! serves every saga. Every store is a compare-and-set on the record's version: a writer that lost a
 //! race gets [`RepositoryError::Conflict`] instead of overwriting.
 
+#[cfg(feature = "sqlite")]
+mod codec;
 pub mod conformance;
 mod memory;
 #[cfg(feature = "sqlite")]
