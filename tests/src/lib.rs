@@ -1,5 +1,10 @@
 //! Shared fixtures of the integration tests: a manager for service `order` on an in-process broker
-//! that records every message, and helpers to answer the commands it publishes.
+//! that records every message, and helpers to answer the commands it publishes; [`TestDatabase`], a
+//! fresh schema on the PostgreSQL server named by `SAGA_TEST_POSTGRES_URL`.
+
+mod postgres;
+
+pub use postgres::TestDatabase;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,9 +3,17 @@
 //! The trait works on [`ExecutionRecord`]s, the context-independent stored form, so one repository
 //! serves every saga. Every store is a compare-and-set on the record's version: a writer that lost a
 //! race gets [`RepositoryError::Conflict`] instead of overwriting.
+//!
+//! Implementations: [`InMemoryRepository`] (tests, examples), `SqliteRepository` (feature `sqlite`,
+//! on by default: a file in WAL mode) and `PostgresRepository` (feature `postgres`: a table in a
+//! schema of a PostgreSQL database).
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod codec;
 pub mod conformance;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -13,6 +21,8 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 pub use memory::InMemoryRepository;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresRepository, PostgresRepositoryBuilder};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{Durability, SqliteRepository, SqliteRepositoryBuilder};
 

@@ -1,12 +1,9 @@
 //! The SQLite repository: the embedded durable default (feature `sqlite`, on by default).
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use sqlx::Row;
 use sqlx::migrate::Migrator;
@@ -17,7 +14,7 @@ use sqlx::sqlite::{
 use uuid::Uuid;
 
 use super::SagaExecutionRepository;
-use crate::definition::Fingerprint;
+use super::codec::{corrupt, decode, encode, fingerprint, from_name, name_of, storage, unsigned};
 use crate::error::RepositoryError;
 use crate::execution::{ExecutionRecord, SagaStatus};
 
@@ -403,19 +400,7 @@ fn decode_record(id: Uuid, row: &SqliteRow) -> Result<ExecutionRecord, Repositor
         column::<i64>(row, id, name).and_then(|value| unsigned(id, name, value))
     };
 
-    let fingerprint = text("fingerprint")?;
-    let fingerprint = if fingerprint.len() == 16 {
-        Fingerprint::from_str(&fingerprint).ok()
-    } else {
-        None
-    }
-    .ok_or_else(|| {
-        corrupt(
-            id,
-            "fingerprint",
-            format!("{fingerprint:?} is not 16 hex digits"),
-        )
-    })?;
+    let fingerprint = fingerprint(id, text("fingerprint")?)?;
     let context =
         RawValue::from_string(text("context")?).map_err(|error| corrupt(id, "context", error))?;
     let already_rollback = match column::<i64>(row, id, "already_rollback")? {
@@ -478,43 +463,6 @@ fn row_id(row: &SqliteRow) -> Result<Uuid, RepositoryError> {
     })
 }
 
-/// The JSON encoding of a record field.
-fn encode<T: Serialize + ?Sized>(value: &T) -> String {
-    serde_json::to_string(value).expect("record fields hold only JSON-encodable data")
-}
-
-/// A record field decoded from the JSON in column `name`.
-fn decode<T: DeserializeOwned>(
-    id: Uuid,
-    name: &'static str,
-    json: &str,
-) -> Result<T, RepositoryError> {
-    serde_json::from_str(json).map_err(|error| corrupt(id, name, error))
-}
-
-/// The serde name of a unit variant (`"committing"`).
-fn name_of<T: Serialize>(value: &T) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(name)) => name,
-        other => panic!("a unit variant serializes as a string, got {other:?}"),
-    }
-}
-
-/// The unit variant named `name`, read from column `column`.
-fn from_name<T: DeserializeOwned>(
-    id: Uuid,
-    column: &'static str,
-    name: String,
-) -> Result<T, RepositoryError> {
-    serde_json::from_value(serde_json::Value::String(name))
-        .map_err(|error| corrupt(id, column, error))
-}
-
-/// A stored integer as the record's `u64`.
-fn unsigned(id: Uuid, column: &'static str, value: i64) -> Result<u64, RepositoryError> {
-    u64::try_from(value).map_err(|_| corrupt(id, column, format!("{value} is negative")))
-}
-
 /// A record's `u64` as SQLite's signed integer.
 fn signed(value: u64, field: &str) -> Result<i64, RepositoryError> {
     i64::try_from(value).map_err(|_| {
@@ -522,15 +470,4 @@ fn signed(value: u64, field: &str) -> Result<i64, RepositoryError> {
             format!("`{field}` = {value} does not fit SQLite's 64-bit signed integers").into(),
         )
     })
-}
-
-fn corrupt(id: Uuid, column: &str, reason: impl std::fmt::Display) -> RepositoryError {
-    RepositoryError::Corrupt {
-        id,
-        reason: format!("column `{column}`: {reason}"),
-    }
-}
-
-fn storage(error: impl std::error::Error + Send + Sync + 'static) -> RepositoryError {
-    RepositoryError::Storage(Box::new(error))
 }
