@@ -4,6 +4,7 @@
 //! serves every saga. Every store is a compare-and-set on the record's version: a writer that lost a
 //! race gets [`RepositoryError::Conflict`] instead of overwriting.
 
+mod batching;
 pub mod conformance;
 mod memory;
 #[cfg(feature = "sqlite")]
@@ -12,6 +13,7 @@ mod sqlite;
 use async_trait::async_trait;
 use uuid::Uuid;
 
+pub use batching::{BatchingRepository, BatchingRepositoryBuilder};
 pub use memory::InMemoryRepository;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{Durability, SqliteRepository, SqliteRepositoryBuilder};
