@@ -3,9 +3,12 @@
 //! its own record, keeps a conflict or a failed commit to the records it concerns, and stops its
 //! writer when the last handle is dropped.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -152,6 +155,29 @@ fn spawn_store(
     tokio::spawn(async move { repository.store(&record).await })
 }
 
+/// A pending store.
+type Store<'a> = Pin<Box<dyn Future<Output = Result<u64, RepositoryError>> + Send + 'a>>;
+
+/// Starts a store of each of `records` and polls each once, so that all of them are queued (the
+/// writer is held at the gate) when this returns; they are awaited later.
+async fn queued<'a>(
+    repository: &'a BatchingRepository,
+    records: &'a [ExecutionRecord],
+) -> Vec<Store<'a>> {
+    let mut stores: Vec<Store<'a>> = records
+        .iter()
+        .map(|record| repository.store(record))
+        .collect();
+    for store in &mut stores {
+        std::future::poll_fn(|cx| {
+            assert!(store.as_mut().poll(cx).is_pending(), "the writer is held");
+            Poll::Ready(())
+        })
+        .await;
+    }
+    stores
+}
+
 /// Waits until `counting` has started `batches` batches.
 async fn started(counting: &Counting, batches: usize) {
     eventually(|| counting.started.load(Ordering::SeqCst) >= batches).await;
@@ -238,18 +264,14 @@ async fn a_conflict_fails_only_its_own_record_of_the_batch() {
     started(&counting, 1).await;
     let before = sample_record(Uuid::new_v4());
     let after = sample_record(Uuid::new_v4());
-    let stores = [
-        spawn_store(&repository, before.clone()),
-        spawn_store(&repository, taken.clone()),
-        spawn_store(&repository, after.clone()),
-    ];
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let records = [before.clone(), taken.clone(), after.clone()];
+    let mut stores = queued(&repository, &records).await.into_iter();
     gate.add_permits(2);
 
     assert_eq!(first.await.expect("ends").expect("stored"), 1);
-    let [before_result, taken_result, after_result] = stores;
-    assert_eq!(before_result.await.expect("ends").expect("stored"), 1);
-    match taken_result.await.expect("ends") {
+    let mut next = || stores.next().expect("three stores");
+    assert_eq!(next().await.expect("stored"), 1);
+    match next().await {
         Err(RepositoryError::Conflict {
             id,
             expected,
@@ -257,7 +279,7 @@ async fn a_conflict_fails_only_its_own_record_of_the_batch() {
         }) => assert_eq!((id, expected, found), (taken.id, 0, 1)),
         other => panic!("expected a conflict, got {other:?}"),
     }
-    assert_eq!(after_result.await.expect("ends").expect("stored"), 1);
+    assert_eq!(next().await.expect("stored"), 1);
     assert_eq!(counting.batch_sizes(), [1, 3], "the three shared one batch");
     for record in [&before, &after] {
         assert_eq!(
@@ -282,16 +304,12 @@ async fn a_failed_batch_reaches_each_of_its_callers_and_the_next_batch_works() {
     let first = spawn_store(&repository, sample_record(Uuid::new_v4()));
     started(&counting, 1).await;
     let doomed: Vec<_> = (0..3).map(|_| sample_record(Uuid::new_v4())).collect();
-    let stores: Vec<_> = doomed
-        .iter()
-        .map(|record| spawn_store(&repository, record.clone()))
-        .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stores = queued(&repository, &doomed).await;
     gate.add_permits(3);
 
     assert_eq!(first.await.expect("ends").expect("stored"), 1);
     for (record, store) in doomed.iter().zip(stores) {
-        match store.await.expect("ends") {
+        match store.await {
             Err(RepositoryError::Storage(error)) => {
                 assert!(error.to_string().contains("commit failed"), "{error}");
             }
