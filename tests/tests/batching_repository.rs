@@ -262,7 +262,9 @@ async fn a_conflict_fails_only_its_own_record_of_the_batch() {
     // The first batch holds the writer at the gate while the next three queue up.
     let first = spawn_store(&repository, sample_record(Uuid::new_v4()));
     started(&counting, 1).await;
-    let before = sample_record(Uuid::new_v4());
+    // Stored once already, so that its result differs from the third record's.
+    let mut before = sample_record(Uuid::new_v4());
+    before.version = counting.inner.store(&before).await.expect("stored");
     let after = sample_record(Uuid::new_v4());
     let records = [before.clone(), taken.clone(), after.clone()];
     let mut stores = queued(&repository, &records).await.into_iter();
@@ -270,7 +272,7 @@ async fn a_conflict_fails_only_its_own_record_of_the_batch() {
 
     assert_eq!(first.await.expect("ends").expect("stored"), 1);
     let mut next = || stores.next().expect("three stores");
-    assert_eq!(next().await.expect("stored"), 1);
+    assert_eq!(next().await.expect("stored"), 2);
     match next().await {
         Err(RepositoryError::Conflict {
             id,
@@ -281,17 +283,19 @@ async fn a_conflict_fails_only_its_own_record_of_the_batch() {
     }
     assert_eq!(next().await.expect("stored"), 1);
     assert_eq!(counting.batch_sizes(), [1, 3], "the three shared one batch");
-    for record in [&before, &after] {
-        assert_eq!(
-            counting
-                .inner
-                .load(record.id)
-                .await
-                .expect("stored")
-                .version,
-            1
-        );
-    }
+    assert_eq!(
+        counting
+            .inner
+            .load(before.id)
+            .await
+            .expect("stored")
+            .version,
+        2
+    );
+    assert_eq!(
+        counting.inner.load(after.id).await.expect("stored").version,
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
