@@ -8,6 +8,7 @@
 //! on by default: a file in WAL mode) and `PostgresRepository` (feature `postgres`: a table in a
 //! schema of a PostgreSQL database).
 
+mod batching;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod codec;
 pub mod conformance;
@@ -20,6 +21,7 @@ mod sqlite;
 use async_trait::async_trait;
 use uuid::Uuid;
 
+pub use batching::{BatchingRepository, BatchingRepositoryBuilder};
 pub use memory::InMemoryRepository;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresRepository, PostgresRepositoryBuilder};
