@@ -1,7 +1,9 @@
 //! The `kill -9` crash matrix: the child `crash-child` runs 9 sagas of three local steps (`a`, `b`,
-//! `c`, each with a compensation; every third saga fails in `c`) one at a time on a SQLite file and
-//! aborts at a crash point (`SAGA_CRASH_AT=<point>:<n>`); it is restarted until it exits 0, and the
-//! file then shows:
+//! `c`, each with a compensation; every third saga fails in `c`) one at a time on a SQLite file or
+//! in a fresh schema of the PostgreSQL server named by `SAGA_TEST_POSTGRES_URL` (the tests
+//! `postgres_*`, skipped without a server outside CI) and aborts at a crash point
+//! (`SAGA_CRASH_AT=<point>:<n>`); it is restarted until it exits 0, and the file or schema then
+//! shows:
 //!
 //! - exactly one execution per planned saga, `finished` (or `errored` for the failing ones), at rest
 //!   (no owner, no pending messages), with its transaction committed or rejected (mode `2pc`) or
@@ -19,6 +21,7 @@
 //! `2pc`).
 //!
 //! The backend-specific parts are [`Target`] (where the child runs, and how the test reads it back).
+//! Every case runs on a target of its own (a new file, or a new schema dropped at the end).
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
@@ -30,6 +33,7 @@ use saga_runtime::execution::{ExecutionRecord, TransactionState};
 use saga_runtime::faults::POINTS;
 use saga_runtime::prelude::*;
 use saga_runtime::repository::SqliteRepository;
+use saga_tests::TestDatabase;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use uuid::Uuid;
 
@@ -321,74 +325,124 @@ struct Effect {
     kind: String,
 }
 
+/// The storage a case runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A SQLite file, removed (with its write-ahead log) when dropped.
+struct SqliteFile(PathBuf);
+
+impl Drop for SqliteFile {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = self.0.clone().into_os_string();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
 /// Where the child runs, and how the test reads it back.
 enum Target {
-    Sqlite(PathBuf),
+    Sqlite(SqliteFile),
+    /// A fresh schema, dropped by [`Target::close`] (a failing case leaves it, to look at).
+    Postgres(TestDatabase),
 }
 
 impl Target {
     fn sqlite() -> Self {
-        Self::Sqlite(std::env::temp_dir().join(format!("saga-crash-matrix-{}.db", Uuid::new_v4())))
+        Self::Sqlite(SqliteFile(
+            std::env::temp_dir().join(format!("saga-crash-matrix-{}.db", Uuid::new_v4())),
+        ))
+    }
+
+    /// A fresh target on `backend`, or `None` (after printing why) when there is no PostgreSQL
+    /// server to test against outside CI.
+    async fn new(backend: Backend) -> Option<Self> {
+        match backend {
+            Backend::Sqlite => Some(Self::sqlite()),
+            Backend::Postgres => TestDatabase::connect().await.map(Self::Postgres),
+        }
     }
 
     /// The child's first argument.
     fn arg(&self) -> String {
         match self {
-            Self::Sqlite(path) => path.display().to_string(),
+            Self::Sqlite(file) => file.0.display().to_string(),
+            Self::Postgres(db) => db.url().to_owned(),
+        }
+    }
+
+    /// The child's `SAGA_CRASH_SCHEMA`.
+    fn schema(&self) -> Option<&str> {
+        match self {
+            Self::Sqlite(_) => None,
+            Self::Postgres(db) => Some(db.schema()),
         }
     }
 
     async fn repository(&self) -> Arc<dyn SagaExecutionRepository> {
         match self {
-            Self::Sqlite(path) => Arc::new(SqliteRepository::open(path).await.expect("opens")),
+            Self::Sqlite(file) => Arc::new(SqliteRepository::open(&file.0).await.expect("opens")),
+            Self::Postgres(db) => Arc::new(db.repository().await),
+        }
+    }
+
+    /// Removes the target: the file, or the schema and everything in it.
+    async fn close(self) {
+        match self {
+            Self::Sqlite(file) => drop(file),
+            Self::Postgres(db) => db.drop().await,
         }
     }
 
     /// The effects, in order, with the planned index of their saga (all of them must name a
     /// planned saga).
     async fn effects(&self) -> Vec<Effect> {
-        match self {
-            Self::Sqlite(path) => {
-                let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(path))
+        const TOTAL: &str = "SELECT COUNT(*) FROM effects";
+        const ROWS: &str = "SELECT e.seq, p.n, e.step, e.kind FROM effects e \
+                            JOIN planned p ON p.id = e.saga ORDER BY e.seq";
+        let (total, rows): (i64, Vec<(i64, i64, String, String)>) = match self {
+            Self::Sqlite(file) => {
+                let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&file.0))
                     .await
                     .expect("the file opens");
-                let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM effects")
+                let total = sqlx::query_scalar(TOTAL)
                     .fetch_one(&pool)
                     .await
                     .expect("effects are readable");
-                let rows: Vec<(i64, i64, String, String)> = sqlx::query_as(
-                    "SELECT e.seq, p.n, e.step, e.kind FROM effects e \
-                     JOIN planned p ON p.id = e.saga ORDER BY e.seq",
-                )
-                .fetch_all(&pool)
-                .await
-                .expect("effects are readable");
+                let rows = sqlx::query_as(ROWS)
+                    .fetch_all(&pool)
+                    .await
+                    .expect("effects are readable");
                 pool.close().await;
-                assert_eq!(rows.len() as i64, total, "an effect names no planned saga");
-                rows.into_iter()
-                    .map(|(seq, n, step, kind)| Effect {
-                        seq,
-                        n: usize::try_from(n).expect("a planned index"),
-                        step,
-                        kind,
-                    })
-                    .collect()
+                (total, rows)
             }
-        }
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        match self {
-            Self::Sqlite(path) => {
-                for suffix in ["", "-wal", "-shm"] {
-                    let mut file = path.clone().into_os_string();
-                    file.push(suffix);
-                    let _ = std::fs::remove_file(file);
-                }
+            // The test database's pool has the schema as its `search_path`.
+            Self::Postgres(db) => {
+                let total = sqlx::query_scalar(TOTAL)
+                    .fetch_one(db.pool())
+                    .await
+                    .expect("effects are readable");
+                let rows = sqlx::query_as(ROWS)
+                    .fetch_all(db.pool())
+                    .await
+                    .expect("effects are readable");
+                (total, rows)
             }
-        }
+        };
+        assert_eq!(rows.len() as i64, total, "an effect names no planned saga");
+        rows.into_iter()
+            .map(|(seq, n, step, kind)| Effect {
+                seq,
+                n: usize::try_from(n).expect("a planned index"),
+                step,
+                kind,
+            })
+            .collect()
     }
 }
 
@@ -400,6 +454,10 @@ fn child(target: &Target, mode: Mode, crash: Option<&str>) -> Output {
         .arg(COUNT.to_string())
         .arg(mode.arg())
         .env_remove("RUST_LOG");
+    match target.schema() {
+        Some(schema) => command.env("SAGA_CRASH_SCHEMA", schema),
+        None => command.env_remove("SAGA_CRASH_SCHEMA"),
+    };
     match crash {
         Some(crash) => command.env("SAGA_CRASH_AT", crash),
         None => command.env_remove("SAGA_CRASH_AT"),
@@ -607,8 +665,9 @@ async fn check(target: &Target, mode: Mode, demand: impl Fn(usize) -> Demand, co
     }
 }
 
-/// Crashes a child at the `nth` hit of `point`, restarts it to the end and checks the file.
-async fn crash_at(mode: Mode, point: &str, nth: usize) {
+/// Crashes a child at the `nth` hit of `point` on `target`, restarts it to the end, checks the
+/// file or schema and removes it.
+async fn crash_at(target: Target, mode: Mode, point: &str, nth: usize) {
     let context = format!("{} crash at {point}:{nth}", mode.arg());
     let (in_flight, expect) = timeline(mode)
         .into_iter()
@@ -616,7 +675,6 @@ async fn crash_at(mode: Mode, point: &str, nth: usize) {
         .nth(nth - 1)
         .unwrap_or_else(|| panic!("{context}: the plan does not reach it"));
 
-    let target = Target::sqlite();
     let crashed = child(&target, mode, Some(&format!("{point}:{nth}")));
     assert_eq!(
         crashed.status.signal(),
@@ -657,28 +715,33 @@ async fn crash_at(mode: Mode, point: &str, nth: usize) {
         effects,
         "{context}: a start after the end applied effects"
     );
+    target.close().await;
 }
 
-/// Runs the matrix of `mode` at `point`.
-async fn matrix(mode: Mode, point: &str) {
+/// Runs the matrix of `mode` at `point` on `backend`, each case on a target of its own.
+async fn matrix(backend: Backend, mode: Mode, point: &str) {
     assert!(POINTS.contains(&point), "unknown crash point {point}");
     let nths = nths(mode, point);
     assert!(!nths.is_empty(), "{} never reaches {point}", mode.arg());
     for nth in nths {
-        crash_at(mode, point, nth).await;
+        let Some(target) = Target::new(backend).await else {
+            return;
+        };
+        crash_at(target, mode, point, nth).await;
     }
 }
 
 macro_rules! matrix {
-    ($($name:ident: $mode:ident, $point:literal;)+) => {$(
+    ($backend:ident; $($name:ident: $mode:ident, $point:literal;)+) => {$(
         #[tokio::test]
         async fn $name() {
-            matrix(Mode::$mode, $point).await;
+            matrix(Backend::$backend, Mode::$mode, $point).await;
         }
     )+};
 }
 
 matrix! {
+    Sqlite;
     local_before_store: Local, "before-store";
     local_after_store: Local, "after-store";
     local_before_compensation: Local, "before-compensation";
@@ -689,6 +752,20 @@ matrix! {
     two_phase_after_compensation: TwoPhase, "after-compensation";
     two_phase_before_commit: TwoPhase, "before-commit";
     two_phase_after_commit: TwoPhase, "after-commit";
+}
+
+matrix! {
+    Postgres;
+    postgres_local_before_store: Local, "before-store";
+    postgres_local_after_store: Local, "after-store";
+    postgres_local_before_compensation: Local, "before-compensation";
+    postgres_local_after_compensation: Local, "after-compensation";
+    postgres_two_phase_before_store: TwoPhase, "before-store";
+    postgres_two_phase_after_store: TwoPhase, "after-store";
+    postgres_two_phase_before_compensation: TwoPhase, "before-compensation";
+    postgres_two_phase_after_compensation: TwoPhase, "after-compensation";
+    postgres_two_phase_before_commit: TwoPhase, "before-commit";
+    postgres_two_phase_after_commit: TwoPhase, "after-commit";
 }
 
 #[test]
@@ -706,10 +783,12 @@ fn the_model_covers_every_point_but_after_publish() {
     }
 }
 
-#[tokio::test]
-async fn a_run_without_a_crash_applies_everything_exactly_once() {
+/// Runs the plan without a crash in both modes on `backend`: everything applied exactly once.
+async fn without_a_crash(backend: Backend) {
     for mode in [Mode::Local, Mode::TwoPhase] {
-        let target = Target::sqlite();
+        let Some(target) = Target::new(backend).await else {
+            return;
+        };
         let output = child(&target, mode, None);
         assert!(
             output.status.success(),
@@ -724,7 +803,18 @@ async fn a_run_without_a_crash_applies_everything_exactly_once() {
         assert!(again.status.success(), "{}", stderr(&again));
         assert_eq!(target.effects().await.len(), effects);
         check(&target, mode, exact_but(None), mode.arg()).await;
+        target.close().await;
     }
+}
+
+#[tokio::test]
+async fn a_run_without_a_crash_applies_everything_exactly_once() {
+    without_a_crash(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_a_run_without_a_crash_applies_everything_exactly_once() {
+    without_a_crash(Backend::Postgres).await;
 }
 
 #[tokio::test]

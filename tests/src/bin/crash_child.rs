@@ -1,10 +1,12 @@
 //! The child process of the crash matrix (`tests/crash_matrix.rs`).
 //!
-//! Usage: `crash-child <sqlite-file> <count> [local|2pc]`.
+//! Usage: `crash-child <target> <count> [local|2pc]`, the target being a SQLite file or a
+//! PostgreSQL URL (`postgres://...`); with PostgreSQL, `SAGA_CRASH_SCHEMA` names the schema that
+//! holds every table (created if missing; without it, the connection's own `search_path`).
 //!
-//! It runs `count` planned sagas, one at a time, on the SQLite file, and records every effect of
-//! their handlers in its own tables of the same file (written with plain sqlx, each effect committed
-//! by itself, like a local side effect that knows nothing of the saga's storage):
+//! It runs `count` planned sagas, one at a time, on the target, and records every effect of their
+//! handlers in its own tables of the same file or schema (written with plain sqlx, each effect
+//! committed by itself, like a local side effect that knows nothing of the saga's storage):
 //!
 //! - `planned(id, n, fails)`: the sagas to run, written once by the first start. Execution ids are
 //!   chosen by the manager, so a planned saga is known by its index `n`, which its context carries.
@@ -31,13 +33,15 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use saga_runtime::broker::Broker;
 use saga_runtime::participant::InProcessParticipant;
 use saga_runtime::prelude::*;
-use saga_runtime::repository::SqliteRepository;
+use saga_runtime::repository::{PostgresRepository, SqliteRepository};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
 /// The service the sagas run in (and the only participant of their transactions).
@@ -46,6 +50,8 @@ const SERVICE: &str = "crash";
 const INSTANCE: &str = "crash-child";
 /// The saga's persisted name.
 const SAGA: &str = "crash-matrix";
+/// The variable that names the PostgreSQL schema of every table.
+const SCHEMA_VARIABLE: &str = "SAGA_CRASH_SCHEMA";
 
 /// The context: which planned saga this execution is.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,6 +69,7 @@ fn planned_id(n: i64) -> String {
 #[derive(Debug, Clone)]
 enum Book {
     Sqlite(SqlitePool),
+    Postgres(PgPool),
 }
 
 impl Book {
@@ -78,6 +85,20 @@ impl Book {
                 sqlx::query(
                     "CREATE TABLE IF NOT EXISTS planned (id TEXT PRIMARY KEY, n INTEGER NOT NULL, \
                      fails INTEGER NOT NULL)",
+                )
+                .execute(pool)
+                .await?;
+            }
+            Self::Postgres(pool) => {
+                sqlx::query(
+                    "CREATE TABLE IF NOT EXISTS effects (seq BIGSERIAL PRIMARY KEY, \
+                     saga TEXT NOT NULL, step TEXT NOT NULL, kind TEXT NOT NULL)",
+                )
+                .execute(pool)
+                .await?;
+                sqlx::query(
+                    "CREATE TABLE IF NOT EXISTS planned (id TEXT PRIMARY KEY, n BIGINT NOT NULL, \
+                     fails BOOLEAN NOT NULL)",
                 )
                 .execute(pool)
                 .await?;
@@ -114,6 +135,31 @@ impl Book {
                     .map(|(n, fails)| Job { n, fails })
                     .collect())
             }
+            Self::Postgres(pool) => {
+                let mut transaction = pool.begin().await?;
+                let planned: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM planned")
+                    .fetch_one(&mut *transaction)
+                    .await?;
+                if planned == 0 {
+                    for n in 0..count {
+                        sqlx::query("INSERT INTO planned (id, n, fails) VALUES ($1, $2, $3)")
+                            .bind(planned_id(n))
+                            .bind(n)
+                            .bind(n % 3 == 2)
+                            .execute(&mut *transaction)
+                            .await?;
+                    }
+                }
+                transaction.commit().await?;
+                let rows: Vec<(i64, bool)> =
+                    sqlx::query_as("SELECT n, fails FROM planned ORDER BY n")
+                        .fetch_all(pool)
+                        .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(n, fails)| Job { n, fails })
+                    .collect())
+            }
         }
     }
 
@@ -122,6 +168,14 @@ impl Book {
         match self {
             Self::Sqlite(pool) => {
                 sqlx::query("INSERT INTO effects (saga, step, kind) VALUES (?1, ?2, ?3)")
+                    .bind(planned_id(n))
+                    .bind(step)
+                    .bind(kind)
+                    .execute(pool)
+                    .await?;
+            }
+            Self::Postgres(pool) => {
+                sqlx::query("INSERT INTO effects (saga, step, kind) VALUES ($1, $2, $3)")
                     .bind(planned_id(n))
                     .bind(step)
                     .bind(kind)
@@ -182,8 +236,30 @@ fn definition() -> Result<Arc<SagaDefinition<Job>>, DefinitionError> {
     ))
 }
 
-/// Opens the repository and the bookkeeping pool on `target`.
+/// Opens the repository and the bookkeeping pool on `target`: a PostgreSQL URL (in the schema
+/// named by `SAGA_CRASH_SCHEMA`, if set) or a SQLite file.
 async fn open(target: &str) -> Result<(Arc<dyn SagaExecutionRepository>, Book), Failure> {
+    if target.starts_with("postgres://") || target.starts_with("postgresql://") {
+        let schema = std::env::var(SCHEMA_VARIABLE)
+            .ok()
+            .filter(|schema| !schema.is_empty());
+        // The repository first: it creates the schema (checking its name) and its tables.
+        let mut builder = PostgresRepository::builder(target).max_connections(2);
+        if let Some(schema) = &schema {
+            builder = builder.schema(schema);
+        }
+        let repository = builder.connect().await?;
+        let mut options = PgConnectOptions::from_str(target)?;
+        if let Some(schema) = &schema {
+            options = options.options([("search_path", schema)]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        return Ok((Arc::new(repository), Book::Postgres(pool)));
+    }
     // The repository first: it creates the file and puts it in write-ahead-log mode.
     let repository = SqliteRepository::open(target).await?;
     let options = SqliteConnectOptions::new()
@@ -318,7 +394,7 @@ async fn main() -> ExitCode {
         Some((target, count, "local")) => (target, count, Mode::Local),
         Some((target, count, "2pc")) => (target, count, Mode::TwoPhase),
         _ => {
-            eprintln!("usage: crash-child <sqlite-file> <count> [local|2pc]");
+            eprintln!("usage: crash-child <sqlite-file|postgres-url> <count> [local|2pc]");
             return ExitCode::from(64);
         }
     };
