@@ -2,6 +2,8 @@
 //! that records every message, and helpers to answer the commands it publishes; [`TestDatabase`], a
 //! fresh schema on the PostgreSQL server named by `SAGA_TEST_POSTGRES_URL`.
 
+pub mod faulty;
+pub mod jobs;
 mod postgres;
 
 pub use postgres::TestDatabase;

@@ -9,203 +9,23 @@
 //! the surviving repository is the restarted process. The real `kill -9` runs are in
 //! `crash_matrix.rs`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use saga_runtime::broker::Broker;
 use saga_runtime::committer::Phase;
-use saga_runtime::error::{LoadError, RepositoryError};
+use saga_runtime::error::LoadError;
 use saga_runtime::execution::ExecutionRecord;
 use saga_runtime::manager::{RecoveryReport, ReplyOutcome};
 use saga_runtime::message::BrokerMessage;
 use saga_runtime::participant::ParticipantEvent;
 use saga_runtime::prelude::*;
 use saga_runtime::repository::SqliteRepository;
+use saga_tests::faulty::{DyingRepository, Outage};
+use saga_tests::jobs::{count, effects, job, local_saga, remote_saga};
 use saga_tests::{eventually, reply_to};
 use serde_json::json;
 use uuid::Uuid;
-
-// ---------------------------------------------------------------------------------------------
-// Sagas
-
-/// A job whose handlers log their effects to [`EFFECTS`] under its tag (outside the stored
-/// context, as a real side effect would be).
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-struct Job {
-    tag: String,
-    /// Step `c` fails.
-    fail_c: bool,
-}
-
-static EFFECTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-fn effect(job: &Job, what: &str) {
-    EFFECTS
-        .lock()
-        .expect("not poisoned")
-        .push(format!("{}:{what}", job.tag));
-}
-
-/// The effects of the job tagged `tag`, in order.
-fn effects(tag: &str) -> Vec<String> {
-    let prefix = format!("{tag}:");
-    EFFECTS
-        .lock()
-        .expect("not poisoned")
-        .iter()
-        .filter_map(|entry| entry.strip_prefix(&prefix).map(str::to_owned))
-        .collect()
-}
-
-fn count(tag: &str, what: &str) -> usize {
-    effects(tag).iter().filter(|entry| *entry == what).count()
-}
-
-async fn do_a(job: &mut Job) -> Result<(), StepError> {
-    effect(job, "do a");
-    Ok(())
-}
-async fn undo_a(job: &mut Job) -> Result<(), StepError> {
-    effect(job, "undo a");
-    Ok(())
-}
-async fn do_b(job: &mut Job) -> Result<(), StepError> {
-    effect(job, "do b");
-    Ok(())
-}
-async fn undo_b(job: &mut Job) -> Result<(), StepError> {
-    effect(job, "undo b");
-    Ok(())
-}
-async fn do_c(job: &mut Job) -> Result<(), StepError> {
-    effect(job, "do c");
-    if job.fail_c {
-        return Err(StepError::msg("c refuses"));
-    }
-    Ok(())
-}
-
-/// Three local steps, `a` and `b` with compensations.
-fn local_saga() -> Arc<SagaDefinition<Job>> {
-    Arc::new(
-        Saga::new("recovery-local")
-            .local_step("a")
-            .on_execute(do_a)
-            .on_failure(undo_a)
-            .local_step("b")
-            .on_execute(do_b)
-            .on_failure(undo_b)
-            .local_step("c")
-            .on_execute(do_c)
-            .commit()
-            .expect("a valid saga"),
-    )
-}
-
-async fn ticket(_job: &Job) -> Result<SagaRequest, StepError> {
-    SagaRequest::new("CreateTicket", &json!({ "seat": "12A" }))
-}
-async fn ticket_created(job: &mut Job, _reply: SagaResponse) -> Result<(), StepError> {
-    effect(job, "ticket created");
-    Ok(())
-}
-async fn cancel_ticket(_job: &Job) -> Result<SagaRequest, StepError> {
-    SagaRequest::new("CancelTicket", &json!({ "seat": "12A" }))
-}
-
-/// `a`, then a remote step `ticket`, then `b`.
-fn remote_saga() -> Arc<SagaDefinition<Job>> {
-    Arc::new(
-        Saga::new("recovery-remote")
-            .local_step("a")
-            .on_execute(do_a)
-            .on_failure(undo_a)
-            .remote_step("ticket")
-            .on_execute(ticket)
-            .on_success(ticket_created)
-            .on_failure(cancel_ticket)
-            .local_step("b")
-            .on_execute(do_b)
-            .commit()
-            .expect("a valid saga"),
-    )
-}
-
-fn job(fail_c: bool) -> Job {
-    Job {
-        tag: Uuid::new_v4().to_string(),
-        fail_c,
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// A repository that dies
-
-/// Delegates to a shared repository until `stores_left` stores have been made; after that every
-/// store and every mark fails, as if the process had stopped.
-struct DyingRepository {
-    inner: Arc<dyn SagaExecutionRepository>,
-    stores_left: AtomicUsize,
-}
-
-impl DyingRepository {
-    fn new(inner: Arc<dyn SagaExecutionRepository>, stores: usize) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            stores_left: AtomicUsize::new(stores),
-        })
-    }
-
-    fn dead() -> RepositoryError {
-        RepositoryError::Storage(Box::new(std::io::Error::other("the process stopped")))
-    }
-}
-
-#[async_trait]
-impl SagaExecutionRepository for DyingRepository {
-    async fn store(&self, record: &ExecutionRecord) -> Result<u64, RepositoryError> {
-        let alive = self
-            .stores_left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
-                left.checked_sub(1)
-            })
-            .is_ok();
-        if !alive {
-            return Err(Self::dead());
-        }
-        self.inner.store(record).await
-    }
-    async fn load(&self, id: Uuid) -> Result<ExecutionRecord, RepositoryError> {
-        self.inner.load(id).await
-    }
-    async fn delete(&self, id: Uuid) -> Result<(), RepositoryError> {
-        self.inner.delete(id).await
-    }
-    async fn mark_published(&self, id: Uuid, version: u64) -> Result<bool, RepositoryError> {
-        if self.stores_left.load(Ordering::SeqCst) == 0 {
-            return Err(Self::dead());
-        }
-        self.inner.mark_published(id, version).await
-    }
-    async fn list_recoverable(
-        &self,
-        after: Option<Uuid>,
-        limit: usize,
-    ) -> Result<Vec<Uuid>, RepositoryError> {
-        self.inner.list_recoverable(after, limit).await
-    }
-    async fn list_by_status(&self, status: SagaStatus) -> Result<Vec<Uuid>, RepositoryError> {
-        self.inner.list_by_status(status).await
-    }
-    async fn list_by_saga(&self, saga: &str) -> Result<Vec<Uuid>, RepositoryError> {
-        self.inner.list_by_saga(saga).await
-    }
-    async fn delete_finished_before(&self, before: u64) -> Result<u64, RepositoryError> {
-        self.inner.delete_finished_before(before).await
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Set-up
@@ -936,59 +756,11 @@ async fn two_instances_handed_the_same_reply_apply_it_once() {
 // ---------------------------------------------------------------------------------------------
 // The database unavailable for a while
 
-/// Fails every store while `down` is set.
-struct Outage {
-    inner: Arc<dyn SagaExecutionRepository>,
-    down: std::sync::atomic::AtomicBool,
-    refused: AtomicUsize,
-}
-
-#[async_trait]
-impl SagaExecutionRepository for Outage {
-    async fn store(&self, record: &ExecutionRecord) -> Result<u64, RepositoryError> {
-        if self.down.load(Ordering::SeqCst) {
-            self.refused.fetch_add(1, Ordering::SeqCst);
-            return Err(RepositoryError::Storage(Box::new(std::io::Error::other(
-                "connection refused",
-            ))));
-        }
-        self.inner.store(record).await
-    }
-    async fn load(&self, id: Uuid) -> Result<ExecutionRecord, RepositoryError> {
-        self.inner.load(id).await
-    }
-    async fn delete(&self, id: Uuid) -> Result<(), RepositoryError> {
-        self.inner.delete(id).await
-    }
-    async fn mark_published(&self, id: Uuid, version: u64) -> Result<bool, RepositoryError> {
-        self.inner.mark_published(id, version).await
-    }
-    async fn list_recoverable(
-        &self,
-        after: Option<Uuid>,
-        limit: usize,
-    ) -> Result<Vec<Uuid>, RepositoryError> {
-        self.inner.list_recoverable(after, limit).await
-    }
-    async fn list_by_status(&self, status: SagaStatus) -> Result<Vec<Uuid>, RepositoryError> {
-        self.inner.list_by_status(status).await
-    }
-    async fn list_by_saga(&self, saga: &str) -> Result<Vec<Uuid>, RepositoryError> {
-        self.inner.list_by_saga(saga).await
-    }
-    async fn delete_finished_before(&self, before: u64) -> Result<u64, RepositoryError> {
-        self.inner.delete_finished_before(before).await
-    }
-}
-
 #[tokio::test]
 async fn the_manager_backs_off_while_the_database_is_down_and_loses_nothing() {
     let world = World::new();
-    let outage = Arc::new(Outage {
-        inner: Arc::clone(&world.repository),
-        down: true.into(),
-        refused: AtomicUsize::new(0),
-    });
+    let outage = Outage::new(Arc::clone(&world.repository));
+    outage.set_down(true);
     let manager = SagaManager::builder("order")
         .shared_broker(Arc::new(world.broker.clone()))
         .shared_repository(outage.clone())
@@ -1002,9 +774,9 @@ async fn the_manager_backs_off_while_the_database_is_down_and_loses_nothing() {
         let job = job.clone();
         async move { manager.run(local_saga(), job, no_autocommit()).await }
     });
-    eventually(|| outage.refused.load(Ordering::SeqCst) >= 3).await;
+    eventually(|| outage.refused() >= 3).await;
     assert!(!run.is_finished(), "the run waits for the database");
-    outage.down.store(false, Ordering::SeqCst);
+    outage.set_down(false);
     let execution = run
         .await
         .expect("no panic")

@@ -327,6 +327,10 @@ impl SagaExecutionRepository for PostgresRepository {
     /// out; the others are committed. If the transaction fails, nothing of the batch is stored and
     /// every record fails with [`RepositoryError::Storage`].
     async fn store_batch(&self, records: &[&ExecutionRecord]) -> Vec<Result<u64, RepositoryError>> {
+        if let [record] = records {
+            // One statement is its own transaction: no BEGIN/COMMIT round trips.
+            return vec![self.store(record).await];
+        }
         match self.store_in_one_transaction(records).await {
             Ok(results) => results,
             Err(error) => {

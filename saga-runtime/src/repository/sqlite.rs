@@ -292,6 +292,10 @@ impl SagaExecutionRepository for SqliteRepository {
     /// All records in one transaction: one commit (one sync with [`Durability::Full`]) for the
     /// batch. A record that conflicts is left out; the others are committed.
     async fn store_batch(&self, records: &[&ExecutionRecord]) -> Vec<Result<u64, RepositoryError>> {
+        if let [record] = records {
+            // One statement is its own transaction: no BEGIN/COMMIT round trips.
+            return vec![self.store(record).await];
+        }
         match self.store_in_one_transaction(records).await {
             Ok(results) => results,
             Err(error) => {

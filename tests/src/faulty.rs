@@ -1,0 +1,148 @@
+//! Repositories that fail on purpose, wrapped around a real one: a process that stops storing, and a
+//! database that is down for a while.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use saga_runtime::error::RepositoryError;
+use saga_runtime::execution::{ExecutionRecord, SagaStatus};
+use saga_runtime::repository::SagaExecutionRepository;
+use uuid::Uuid;
+
+/// Delegates to a shared repository until `stores` stores have been made; after that every store
+/// and every mark fails, as if the process had stopped: the manager stores nothing more, exactly as
+/// if the process had stopped just before that store (no compensation runs without its intent
+/// stored first).
+pub struct DyingRepository {
+    inner: Arc<dyn SagaExecutionRepository>,
+    stores_left: AtomicUsize,
+}
+
+impl DyingRepository {
+    /// Dies after `stores` stores into `inner`.
+    pub fn new(inner: Arc<dyn SagaExecutionRepository>, stores: usize) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            stores_left: AtomicUsize::new(stores),
+        })
+    }
+
+    fn dead() -> RepositoryError {
+        RepositoryError::Storage(Box::new(std::io::Error::other("the process stopped")))
+    }
+}
+
+/// Fails every store while it is down.
+pub struct Outage {
+    inner: Arc<dyn SagaExecutionRepository>,
+    down: AtomicBool,
+    refused: AtomicUsize,
+}
+
+impl Outage {
+    /// Up, over `inner`.
+    pub fn new(inner: Arc<dyn SagaExecutionRepository>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            down: AtomicBool::new(false),
+            refused: AtomicUsize::new(0),
+        })
+    }
+
+    /// Takes the database down (every store fails) or brings it back.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// How many stores it refused.
+    pub fn refused(&self) -> usize {
+        self.refused.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl SagaExecutionRepository for DyingRepository {
+    async fn store(&self, record: &ExecutionRecord) -> Result<u64, RepositoryError> {
+        let alive = self
+            .stores_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok();
+        if !alive {
+            return Err(Self::dead());
+        }
+        self.inner.store(record).await
+    }
+
+    async fn mark_published(&self, id: Uuid, version: u64) -> Result<bool, RepositoryError> {
+        if self.stores_left.load(Ordering::SeqCst) == 0 {
+            return Err(Self::dead());
+        }
+        self.inner.mark_published(id, version).await
+    }
+
+    async fn load(&self, id: Uuid) -> Result<ExecutionRecord, RepositoryError> {
+        self.inner.load(id).await
+    }
+    async fn delete(&self, id: Uuid) -> Result<(), RepositoryError> {
+        self.inner.delete(id).await
+    }
+    async fn list_recoverable(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, RepositoryError> {
+        self.inner.list_recoverable(after, limit).await
+    }
+    async fn list_by_status(&self, status: SagaStatus) -> Result<Vec<Uuid>, RepositoryError> {
+        self.inner.list_by_status(status).await
+    }
+    async fn list_by_saga(&self, saga: &str) -> Result<Vec<Uuid>, RepositoryError> {
+        self.inner.list_by_saga(saga).await
+    }
+    async fn delete_finished_before(&self, before: u64) -> Result<u64, RepositoryError> {
+        self.inner.delete_finished_before(before).await
+    }
+}
+
+#[async_trait]
+impl SagaExecutionRepository for Outage {
+    async fn store(&self, record: &ExecutionRecord) -> Result<u64, RepositoryError> {
+        if self.down.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(RepositoryError::Storage(Box::new(std::io::Error::other(
+                "connection refused",
+            ))));
+        }
+        self.inner.store(record).await
+    }
+
+    async fn mark_published(&self, id: Uuid, version: u64) -> Result<bool, RepositoryError> {
+        self.inner.mark_published(id, version).await
+    }
+
+    async fn load(&self, id: Uuid) -> Result<ExecutionRecord, RepositoryError> {
+        self.inner.load(id).await
+    }
+    async fn delete(&self, id: Uuid) -> Result<(), RepositoryError> {
+        self.inner.delete(id).await
+    }
+    async fn list_recoverable(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, RepositoryError> {
+        self.inner.list_recoverable(after, limit).await
+    }
+    async fn list_by_status(&self, status: SagaStatus) -> Result<Vec<Uuid>, RepositoryError> {
+        self.inner.list_by_status(status).await
+    }
+    async fn list_by_saga(&self, saga: &str) -> Result<Vec<Uuid>, RepositoryError> {
+        self.inner.list_by_saga(saga).await
+    }
+    async fn delete_finished_before(&self, before: u64) -> Result<u64, RepositoryError> {
+        self.inner.delete_finished_before(before).await
+    }
+}
