@@ -857,3 +857,47 @@ fn a_recovery_report_prints_its_counts() {
     assert!(report.is_empty());
     assert!(report.to_string().contains("0 examined"));
 }
+
+#[tokio::test]
+async fn the_retention_setting_deletes_old_finished_executions_and_keeps_the_others() {
+    let world = World::new();
+    let build = |retention| {
+        SagaManager::builder("order")
+            .shared_broker(Arc::new(world.broker.clone()))
+            .shared_repository(Arc::clone(&world.repository))
+            .registry(World::registry())
+            .recover_on_start(false)
+            .retention(retention)
+            .build()
+    };
+    let keep_an_hour = build(Duration::from_secs(3600)).await.expect("starts");
+    let finished = keep_an_hour
+        .run(local_saga(), job(false), no_autocommit())
+        .await
+        .expect("runs")
+        .id();
+    let errored = keep_an_hour
+        .run(local_saga(), job(true), no_autocommit())
+        .await
+        .expect("runs")
+        .id();
+    assert_eq!(
+        keep_an_hour.recover().await.deleted,
+        0,
+        "not an hour old yet"
+    );
+    world.record(finished).await;
+
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let keep_none = build(Duration::ZERO).await.expect("starts");
+    assert_eq!(keep_none.recover().await.deleted, 1);
+    assert!(matches!(
+        world.repository.load(finished).await,
+        Err(saga_runtime::error::RepositoryError::NotFound { .. })
+    ));
+    assert_eq!(
+        world.record(errored).await.status,
+        SagaStatus::Errored,
+        "an errored execution is kept however old"
+    );
+}

@@ -175,9 +175,18 @@ pub struct SagaManagerBuilder {
     lease: Duration,
     recover_on_start: bool,
     storage_retry: Duration,
+    retention: Option<Duration>,
 }
 
 impl SagaManagerBuilder {
+    /// Keeps finished executions for `retention` after their last change, then deletes them
+    /// (checked at every recovery sweep). Default: keep them all (an audit trail). Executions in any
+    /// other status are never deleted.
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+
     /// This instance's name, written as the owner of the executions it advances (default: the
     /// service name and a random suffix). Give an instance the same name when it restarts and its
     /// start-up recovery takes over its own executions at once, instead of waiting for their leases
@@ -275,6 +284,7 @@ impl SagaManagerBuilder {
             instance,
             lease: self.lease,
             storage_retry: self.storage_retry,
+            retention: self.retention,
         });
         for saga in self.registry.erased() {
             inner.register_erased(saga)?;
@@ -321,6 +331,7 @@ impl SagaManager {
             lease: Duration::from_secs(120),
             recover_on_start: true,
             storage_retry: Duration::from_secs(30),
+            retention: None,
         }
     }
 
@@ -562,6 +573,7 @@ pub(crate) struct Inner {
     instance: String,
     lease: Duration,
     storage_retry: Duration,
+    retention: Option<Duration>,
 }
 
 /// Whether a store keeps this instance as the execution's owner (it goes on advancing it) or lets

@@ -70,6 +70,8 @@ pub struct RecoveryReport {
     pub interrupted_compensations: Vec<(Uuid, String)>,
     /// Executions that could not be recovered, and why (left untouched).
     pub failures: Vec<(Uuid, String)>,
+    /// Finished executions deleted by the retention setting.
+    pub deleted: u64,
 }
 
 impl RecoveryReport {
@@ -100,7 +102,7 @@ impl fmt::Display for RecoveryReport {
             f,
             "{} examined, {} resumed, {} compensated, {} committed, {} commands resent, \
              {} messages republished, {} timers, {} released, {} held elsewhere, \
-             {} interrupted compensations, {} failures",
+             {} interrupted compensations, {} failures, {} deleted by retention",
             self.examined,
             self.resumed,
             self.compensated,
@@ -111,7 +113,8 @@ impl fmt::Display for RecoveryReport {
             self.released,
             self.held_elsewhere,
             self.interrupted_compensations.len(),
-            self.failures.len()
+            self.failures.len(),
+            self.deleted
         )
     }
 }
@@ -140,7 +143,7 @@ enum Action {
 const PAGE: usize = 256;
 
 impl Inner {
-    /// One sweep over every execution that needs recovery.
+    /// One sweep over every execution that needs recovery, then the retention setting.
     pub(super) async fn recover(self: &Arc<Self>) -> RecoveryReport {
         let mut report = RecoveryReport::default();
         let mut after = None;
@@ -161,6 +164,13 @@ impl Inner {
             after = Some(last);
             for id in page {
                 self.recover_one(id, &mut report).await;
+            }
+        }
+        if let Some(retention) = self.retention {
+            let cutoff = now_ms().saturating_sub(super::duration_ms(retention));
+            match self.repository.delete_finished_before(cutoff).await {
+                Ok(deleted) => report.deleted = deleted,
+                Err(error) => tracing::warn!(%error, "deleting old finished executions failed"),
             }
         }
         report
