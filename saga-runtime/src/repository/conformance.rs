@@ -304,9 +304,20 @@ async fn recovery_lists_the_executions_it_has_work_on(repository: &dyn SagaExecu
     let mut waiting = sample_record(Uuid::new_v4());
     waiting.deadline_ms = None;
     waiting.pending.clear();
+    waiting.owner = None;
+    waiting.lease_until_ms = None;
+    let mut held = finished_record(Uuid::new_v4(), &saga);
+    held.owner = Some("instance-2".to_owned());
+    held.lease_until_ms = Some(1_700_000_030_000);
     let at_rest = finished_record(Uuid::new_v4(), &saga);
     let mut expected = BTreeSet::new();
-    for record in [&running, &committing, &unpublished, &waiting_with_deadline] {
+    for record in [
+        &running,
+        &committing,
+        &unpublished,
+        &waiting_with_deadline,
+        &held,
+    ] {
         repository.store(record).await.expect("stored");
         assert!(record.needs_recovery());
         expected.insert(record.id);
@@ -341,7 +352,7 @@ async fn recovery_lists_the_executions_it_has_work_on(repository: &dyn SagaExecu
     let listed: BTreeSet<Uuid> = listed.into_iter().collect();
     assert!(
         expected.is_subset(&listed),
-        "rule: running, committing, unpublished and deadline-bound executions are listed"
+        "rule: running, committing, unpublished, deadline-bound and held executions are listed"
     );
     assert!(
         !listed.contains(&waiting.id) && !listed.contains(&at_rest.id),
