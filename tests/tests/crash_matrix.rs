@@ -826,10 +826,16 @@ async fn a_crash_point_that_is_never_reached_lets_the_child_end() {
     check(&target, Mode::TwoPhase, exact_but(None), "after-publish:1").await;
 }
 
-/// Crashes a child at `first`, then the restart at `second` (if that restart reaches it: a
-/// restart with nothing to recover runs the remaining sagas, and may end first), then restarts it
-/// to the end and checks the file against the rule. Returns whether the restart aborted.
-async fn crash_twice(mode: Mode, first: (&str, usize), second: (&str, usize)) -> bool {
+/// Crashes a child on `target` at `first`, then the restart at `second` (if that restart reaches
+/// it: a restart with nothing to recover runs the remaining sagas, and may end first), then
+/// restarts it to the end, checks the file or schema against the rule and removes it. Returns
+/// whether the restart aborted.
+async fn crash_twice(
+    target: Target,
+    mode: Mode,
+    first: (&str, usize),
+    second: (&str, usize),
+) -> bool {
     let context = format!(
         "{} crash at {}:{}, then at {}:{}",
         mode.arg(),
@@ -838,7 +844,6 @@ async fn crash_twice(mode: Mode, first: (&str, usize), second: (&str, usize)) ->
         second.0,
         second.1
     );
-    let target = Target::sqlite();
     let crashed = child(&target, mode, Some(&format!("{}:{}", first.0, first.1)));
     assert_eq!(
         crashed.status.signal(),
@@ -861,12 +866,14 @@ async fn crash_twice(mode: Mode, first: (&str, usize), second: (&str, usize)) ->
         stderr(&restarted)
     );
     check(&target, mode, |_| Demand::Rule, &context).await;
+    target.close().await;
     aborted
 }
 
 /// Crashes at every stage of the first failing saga (saga 2) in `mode` at `point`, then crashes
-/// each restart (which recovers it first) at the first and second hit of each point.
-async fn crash_during_recovery(mode: Mode, point: &str) {
+/// each restart (which recovers it first) at the first and second hit of each point; each case on
+/// a target of its own on `backend`.
+async fn crash_during_recovery(backend: Backend, mode: Mode, point: &str) {
     let hits: Vec<(usize, usize)> = timeline(mode)
         .into_iter()
         .filter(|(_, expect)| expect.point == point)
@@ -887,8 +894,12 @@ async fn crash_during_recovery(mode: Mode, point: &str) {
     for nth in &firsts {
         for second in seconds.clone() {
             for second_nth in [1, 2] {
-                aborted +=
-                    usize::from(crash_twice(mode, (point, *nth), (second, second_nth)).await);
+                let Some(target) = Target::new(backend).await else {
+                    return;
+                };
+                aborted += usize::from(
+                    crash_twice(target, mode, (point, *nth), (second, second_nth)).await,
+                );
             }
         }
     }
@@ -896,16 +907,24 @@ async fn crash_during_recovery(mode: Mode, point: &str) {
 }
 
 macro_rules! twice {
-    ($($name:ident: $mode:ident, $point:literal;)+) => {$(
+    ($backend:ident; $($name:ident: $mode:ident, $point:literal;)+) => {$(
         #[tokio::test]
         async fn $name() {
-            crash_during_recovery(Mode::$mode, $point).await;
+            crash_during_recovery(Backend::$backend, Mode::$mode, $point).await;
         }
     )+};
 }
 
 twice! {
+    Sqlite;
     twice_local_after_store: Local, "after-store";
     twice_local_after_compensation: Local, "after-compensation";
     twice_two_phase_before_commit: TwoPhase, "before-commit";
+}
+
+twice! {
+    Postgres;
+    postgres_twice_local_after_store: Local, "after-store";
+    postgres_twice_local_after_compensation: Local, "after-compensation";
+    postgres_twice_two_phase_before_commit: TwoPhase, "before-commit";
 }
