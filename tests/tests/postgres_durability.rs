@@ -187,15 +187,24 @@ async fn an_instance_that_stops_releases_its_executions_once_its_lease_runs_out(
         Err(SagaError::Busy { owner, .. }) => assert_eq!(owner, "order-a"),
         other => panic!("expected Busy, got {other:?}"),
     }
-    // Once it ran out, b's sweep takes it over and asks for the reply again.
-    tokio::time::sleep(lease).await;
-    let report = b.recover().await;
-    assert_eq!((report.released, report.resent), (1, 1), "{report}");
-    let resent: Vec<_> = broker
-        .history()
-        .into_iter()
-        .filter(|message| message.topic == "CreateTicket")
-        .collect();
+    // Once it ran out, b's periodic recovery sweep (one per lease period) takes it over and asks
+    // for the reply again.
+    let sent = || {
+        broker
+            .history()
+            .into_iter()
+            .filter(|message| message.topic == "CreateTicket")
+            .collect::<Vec<_>>()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sent().len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nobody took it over"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let resent = sent();
     assert_eq!(resent.len(), 2);
     assert_eq!(resent[1].id, command.id);
     b.resume(reply).await.expect("applies");
