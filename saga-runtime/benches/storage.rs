@@ -30,6 +30,7 @@ use saga_runtime::error::RepositoryError;
 use saga_runtime::execution::{ExecutionEnv, ExecutionRecord, Outbox};
 use saga_runtime::participant::InProcessParticipant;
 use saga_runtime::prelude::*;
+use saga_runtime::repository::conformance::sample_record;
 use saga_runtime::repository::{
     BatchingRepository, Durability, SagaExecutionRepository, SqliteRepository,
 };
@@ -180,7 +181,7 @@ struct Row {
 
 fn print_table(rows: &[Row]) {
     println!(
-        "{:<16} {:<22} {:>5} {:>10} {:>7} {:>11} {:>10} {:>10} {:>8}",
+        "{:<16} {:<24} {:>5} {:>10} {:>7} {:>11} {:>10} {:>10} {:>8}",
         "setting",
         "path",
         "in fl",
@@ -194,7 +195,7 @@ fn print_table(rows: &[Row]) {
     let dash = || "-".to_owned();
     for row in rows {
         println!(
-            "{:<16} {:<22} {:>5} {:>10} {:>7} {:>11.0} {:>10.0} {:>10.0} {:>8}",
+            "{:<16} {:<24} {:>5} {:>10} {:>7} {:>11.0} {:>10.0} {:>10.0} {:>8}",
             row.setting,
             row.path,
             row.in_flight,
@@ -204,7 +205,7 @@ fn print_table(rows: &[Row]) {
             row.store_ops,
             row.commits,
             row.raw,
-            if row.executions.is_some() {
+            if row.path != "raw upsert" {
                 format!("{:.2}", row.store_ops / row.raw)
             } else {
                 dash()
@@ -371,6 +372,23 @@ async fn engine_rows(
     duration: Duration,
 ) -> Vec<Row> {
     let mut rows = Vec::new();
+    // Without the two-phase commit (`autocommit(false)`): the claim and the end, two stores.
+    {
+        let counting = Counting::new(Arc::clone(&repository));
+        let (executions, elapsed) = run_executions(&counting, &counting, 1, false, duration).await;
+        let seconds = elapsed.as_secs_f64();
+        let store_ops = counting.stores.load(Ordering::Relaxed) as f64;
+        rows.push(Row {
+            setting: setting.to_owned(),
+            path: "engine, direct, no 2PC",
+            in_flight: 1,
+            executions: Some(executions as f64 / seconds),
+            stores_per_execution: Some(store_ops / executions as f64),
+            store_ops: store_ops / seconds,
+            commits: store_ops / seconds,
+            raw: raw(1),
+        });
+    }
     for batched in [false, true] {
         // The outer counter sees the manager's stores; the inner one sees the commits.
         let commits = Counting::new(Arc::clone(&repository));
@@ -384,7 +402,7 @@ async fn engine_rows(
         };
         for &in_flight in in_flights {
             let (executions, elapsed) =
-                run_executions(&stores, &commits, in_flight, duration).await;
+                run_executions(&stores, &commits, in_flight, true, duration).await;
             let seconds = elapsed.as_secs_f64();
             let store_ops = stores.stores.load(Ordering::Relaxed) as f64;
             let commit_count = if batched {
@@ -411,11 +429,13 @@ async fn engine_rows(
     rows
 }
 
-/// Runs the saga through a manager storing in `stores`, `in_flight` at a time, for `duration`.
+/// Runs the saga through a manager storing in `stores`, `in_flight` at a time, for `duration`,
+/// with or without the two-phase commit.
 async fn run_executions(
     stores: &Arc<Counting>,
     commits: &Arc<Counting>,
     in_flight: usize,
+    two_phase: bool,
     duration: Duration,
 ) -> (u64, Duration) {
     let broker: Arc<dyn Broker> = Arc::new(InProcessBroker::new());
@@ -443,7 +463,13 @@ async fn run_executions(
             let (manager, saga) = (manager.clone(), Arc::clone(&saga));
             async move {
                 let outcome = manager
-                    .run(saga, order(i), RunOptions::new().return_execution(false))
+                    .run(
+                        saga,
+                        order(i),
+                        RunOptions::new()
+                            .autocommit(two_phase)
+                            .return_execution(false),
+                    )
                     .await
                     .expect("runs");
                 let _ = outcome.id();
@@ -451,6 +477,52 @@ async fn run_executions(
         },
     )
     .await
+}
+
+/// The repository's own store rate, without the engine, in the engine's pattern: each of
+/// `in_flight` workers stores a new execution (the claim: an insert, held, `created`), then updates
+/// it to its end (`finished`, released, a later `updated_at_ms`). Between "raw upsert" and "engine":
+/// what the schema, its indexes and the compare-and-set cost.
+async fn repository_row(
+    setting: &str,
+    repository: Arc<dyn SagaExecutionRepository>,
+    in_flight: usize,
+    raw: f64,
+    duration: Duration,
+) -> Row {
+    let (count, elapsed) = measure(
+        in_flight,
+        duration,
+        || {},
+        move |_, i| {
+            let repository = Arc::clone(&repository);
+            async move {
+                let mut record = sample_record(Uuid::new_v4());
+                record.status = SagaStatus::Created;
+                record.pending.clear();
+                record.version = repository.store(&record).await.expect("stores");
+                record.status = SagaStatus::Finished;
+                record.paused_step = None;
+                record.deadline_ms = None;
+                record.owner = None;
+                record.lease_until_ms = None;
+                record.updated_at_ms += 1 + i % 1000;
+                repository.store(&record).await.expect("stores");
+            }
+        },
+    )
+    .await;
+    let rate = 2.0 * count as f64 / elapsed.as_secs_f64();
+    Row {
+        setting: setting.to_owned(),
+        path: "repository store",
+        in_flight,
+        executions: None,
+        stores_per_execution: None,
+        store_ops: rate,
+        commits: rate,
+        raw,
+    }
 }
 
 async fn sqlite_rows(durability: Durability, body: &str, duration: Duration) -> Vec<Row> {
@@ -477,6 +549,7 @@ async fn sqlite_rows(durability: Durability, body: &str, duration: Duration) -> 
         .open()
         .await
         .expect("opens");
+    rows.push(repository_row(&setting, Arc::new(repository.clone()), 1, raw, duration).await);
     rows.extend(
         engine_rows(
             &setting,
@@ -636,7 +709,12 @@ mod postgres {
         Fut: Future<Output = Arc<dyn SagaExecutionRepository>>,
     {
         let repository = open(url.to_owned()).await;
+        let mut rows = vec![
+            repository_row("postgres", Arc::clone(&repository), 1, single, duration).await,
+            repository_row("postgres", Arc::clone(&repository), 8, parallel, duration).await,
+        ];
         let raw = |in_flight: usize| if in_flight == 1 { single } else { parallel };
-        engine_rows("postgres", repository, 8, &[1, 8, 64], raw, duration).await
+        rows.extend(engine_rows("postgres", repository, 8, &[1, 8, 64], raw, duration).await);
+        rows
     }
 }
