@@ -19,6 +19,9 @@ pub struct InMemoryRepository {
 struct Row {
     version: u64,
     json: String,
+    /// The pending messages in `json` were published (`mark_published`): they are dropped on load,
+    /// which spares re-encoding the row.
+    published: bool,
     /// What the listings need, kept beside the JSON so that listing decodes nothing.
     meta: Meta,
 }
@@ -30,6 +33,7 @@ struct Meta {
     created_at_ms: u64,
     updated_at_ms: u64,
     recoverable: bool,
+    recoverable_once_published: bool,
 }
 
 impl Meta {
@@ -40,6 +44,7 @@ impl Meta {
             created_at_ms: record.created_at_ms,
             updated_at_ms: record.updated_at_ms,
             recoverable: record.needs_recovery(),
+            recoverable_once_published: record.needs_recovery_once_published(),
         }
     }
 }
@@ -79,6 +84,7 @@ impl InMemoryRepository {
                 created_at_ms: 0,
                 updated_at_ms: 0,
                 recoverable: true,
+                recoverable_once_published: true,
             },
         };
         rows.insert(
@@ -86,6 +92,7 @@ impl InMemoryRepository {
             Row {
                 version,
                 json,
+                published: false,
                 meta,
             },
         );
@@ -113,6 +120,7 @@ impl SagaExecutionRepository for InMemoryRepository {
             Row {
                 version,
                 json,
+                published: false,
                 meta,
             },
         );
@@ -120,10 +128,10 @@ impl SagaExecutionRepository for InMemoryRepository {
     }
 
     async fn load(&self, id: Uuid) -> Result<ExecutionRecord, RepositoryError> {
-        let (version, json) = {
+        let (version, json, published) = {
             let rows = self.rows.shard(&id);
             let row = rows.get(&id).ok_or(RepositoryError::NotFound { id })?;
-            (row.version, row.json.clone())
+            (row.version, row.json.clone(), row.published)
         };
         let mut record: ExecutionRecord =
             serde_json::from_str(&json).map_err(|error| RepositoryError::Corrupt {
@@ -137,6 +145,9 @@ impl SagaExecutionRepository for InMemoryRepository {
             });
         }
         record.version = version;
+        if published {
+            record.pending.clear();
+        }
         Ok(record)
     }
 
@@ -150,17 +161,8 @@ impl SagaExecutionRepository for InMemoryRepository {
         let Some(row) = rows.get_mut(&id).filter(|row| row.version == version) else {
             return Ok(false);
         };
-        let mut record: ExecutionRecord =
-            serde_json::from_str(&row.json).map_err(|error| RepositoryError::Corrupt {
-                id,
-                reason: error.to_string(),
-            })?;
-        if record.pending.is_empty() {
-            return Ok(true);
-        }
-        record.pending.clear();
-        row.json = record.to_json();
-        row.meta.recoverable = record.needs_recovery();
+        row.published = true;
+        row.meta.recoverable = row.meta.recoverable_once_published;
         Ok(true)
     }
 
