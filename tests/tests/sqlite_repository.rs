@@ -363,3 +363,103 @@ async fn a_second_manager_on_the_same_file_resumes_a_saga_paused_on_disk() {
         [id]
     );
 }
+
+#[tokio::test]
+async fn start_up_recovery_reports_corrupt_rows_recovers_the_others_and_does_not_loop() {
+    use saga_tests::faulty::DyingRepository;
+    use saga_tests::jobs::{effects, job, local_saga};
+    use std::time::Duration;
+
+    let db = TempDb::new();
+    let repository: Arc<dyn SagaExecutionRepository> =
+        Arc::new(SqliteRepository::open(db.path()).await.expect("opens"));
+    let registry = || {
+        Registry::empty()
+            .with_definition(local_saga())
+            .expect("one saga")
+    };
+    // A process stops after claiming an execution.
+    let stopped = SagaManager::builder("order")
+        .shared_repository(DyingRepository::new(Arc::clone(&repository), 1))
+        .registry(registry())
+        .instance("order-1")
+        .recover_on_start(false)
+        .storage_retry(Duration::ZERO)
+        .build()
+        .await
+        .expect("starts");
+    let job = job(false);
+    stopped
+        .run(
+            local_saga(),
+            job.clone(),
+            RunOptions::new().autocommit(false),
+        )
+        .await
+        .expect_err("the process stops");
+    drop(stopped);
+    let good = repository
+        .list_by_saga("recovery-local")
+        .await
+        .expect("lists")[0];
+
+    // Three rows recovery cannot use: a status nobody knows, truncated steps, an unknown saga.
+    let raw = db.raw_pool().await;
+    let mut bad = Vec::new();
+    for damage in [
+        Some("UPDATE saga_executions SET status = 'exploded' WHERE id = ?1"),
+        Some("UPDATE saga_executions SET steps = substr(steps, 1, 9) WHERE id = ?1"),
+        None, // `sample_record` belongs to saga `conformance`, which is not registered
+    ] {
+        let record = sample_record(Uuid::new_v4());
+        repository.store(&record).await.expect("stored");
+        if let Some(damage) = damage {
+            sqlx::query(damage)
+                .bind(record.id.to_string())
+                .execute(&raw)
+                .await
+                .expect("damaged");
+        }
+        bad.push(record.id);
+    }
+    let snapshot = || async {
+        sqlx::query_as::<_, (String, String, String, i64)>(
+            "SELECT id, status, steps, version FROM saga_executions WHERE saga = 'conformance' \
+             ORDER BY id",
+        )
+        .fetch_all(&raw)
+        .await
+        .expect("reads")
+    };
+    let before = snapshot().await;
+
+    // Restarted, twice: each start recovers what it can and reports the rest.
+    for start in 0..2 {
+        let manager = SagaManager::builder("order")
+            .shared_repository(Arc::clone(&repository))
+            .registry(registry())
+            .instance("order-1")
+            .build()
+            .await
+            .expect("a corrupt row does not stop the start");
+        let record = repository.load(good).await.expect("loads");
+        assert_eq!(record.status, SagaStatus::Finished, "start {start}");
+        let report = manager.recover().await;
+        let failed: Vec<Uuid> = report.failures.iter().map(|(id, _)| *id).collect();
+        for id in &bad {
+            assert!(
+                failed.contains(id),
+                "start {start}: {id} reported in {report:?}"
+            );
+        }
+        assert_eq!(
+            snapshot().await,
+            before,
+            "the bad rows are left as they are"
+        );
+    }
+    assert_eq!(
+        effects(&job.tag),
+        ["do a", "do b", "do c", "do a", "do b", "do c"]
+    );
+}
