@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Subscription};
 use crate::error::BrokerError;
 use crate::message::{BrokerMessage, SagaResponseStatus, header};
 
@@ -173,23 +173,63 @@ impl TransactionCommitter {
         phase: Phase,
         transactions: &[(Uuid, String)],
     ) -> Result<PhaseReport, BrokerError> {
-        let mut report = PhaseReport::default();
+        let mut prepared = self.prepare(phase, transactions).await?;
+        for message in prepared.take_messages() {
+            self.broker.publish(message).await?;
+        }
+        Ok(self.collect(prepared).await)
+    }
+
+    /// Builds one phase's messages and subscribes to where their answers arrive, without sending
+    /// anything: the caller stores the messages with its decision first, then publishes them, then
+    /// [`collect`](Self::collect)s the answers.
+    pub async fn prepare(
+        &self,
+        phase: Phase,
+        transactions: &[(Uuid, String)],
+    ) -> Result<PreparedPhase, BrokerError> {
         if transactions.is_empty() {
-            return Ok(report);
+            return Ok(PreparedPhase {
+                reply_topic: String::new(),
+                subscription: None,
+                messages: Vec::new(),
+                pending: BTreeMap::new(),
+            });
         }
         // A private topic per phase: answers of earlier phases or other executions never land here.
         let reply_topic = format!("{}.{}", self.reply_topic, Uuid::new_v4().simple());
-        let mut subscription = self.broker.subscribe(&reply_topic).await?;
-        let mut pending: BTreeMap<Uuid, &str> = BTreeMap::new();
+        let subscription = self.broker.subscribe(&reply_topic).await?;
+        let mut pending = BTreeMap::new();
+        let mut messages = Vec::with_capacity(transactions.len());
         for (transaction, service) in transactions {
             let message =
                 BrokerMessage::new(phase.topic(service), Value::String(transaction.to_string()))
                     .with_header(header::TRANSACTION, transaction.to_string())
                     .with_header(header::SAGA, transaction.to_string())
                     .with_reply_to(reply_topic.clone());
-            pending.insert(message.id, service);
-            self.broker.publish(message).await?;
+            pending.insert(message.id, service.clone());
+            messages.push(message);
         }
+        Ok(PreparedPhase {
+            reply_topic,
+            subscription: Some(subscription),
+            messages,
+            pending,
+        })
+    }
+
+    /// Waits (up to the timeout) for the answers to a prepared phase whose messages were sent.
+    pub async fn collect(&self, prepared: PreparedPhase) -> PhaseReport {
+        let PreparedPhase {
+            reply_topic,
+            subscription,
+            mut pending,
+            ..
+        } = prepared;
+        let mut report = PhaseReport::default();
+        let Some(mut subscription) = subscription else {
+            return report;
+        };
         let deadline = Instant::now() + self.timeout;
         while !pending.is_empty() {
             let delivery = match tokio::time::timeout_at(deadline, subscription.next()).await {
@@ -208,19 +248,32 @@ impl TransactionCommitter {
                 continue;
             };
             if status == Some(SagaResponseStatus::Success) {
-                report.accepted.push(service.to_owned());
+                report.accepted.push(service);
             } else {
-                report.refused.push(service.to_owned());
+                report.refused.push(service);
             }
         }
-        report.unanswered = pending
-            .values()
-            .map(|service| (*service).to_owned())
-            .collect();
+        report.unanswered = pending.into_values().collect();
         report.unanswered.sort();
         report.accepted.sort();
         report.refused.sort();
-        Ok(report)
+        report
+    }
+}
+
+/// One phase of the two-phase commit, built but not sent (see [`TransactionCommitter::prepare`]).
+#[derive(Debug)]
+pub struct PreparedPhase {
+    reply_topic: String,
+    subscription: Option<Subscription>,
+    messages: Vec<BrokerMessage>,
+    pending: BTreeMap<Uuid, String>,
+}
+
+impl PreparedPhase {
+    /// Takes the messages to send (once; later calls return none).
+    pub fn take_messages(&mut self) -> Vec<BrokerMessage> {
+        std::mem::take(&mut self.messages)
     }
 }
 

@@ -83,7 +83,8 @@ pub fn local_saga() -> Arc<SagaDefinition<Job>> {
     )
 }
 
-async fn ticket(_job: &Job) -> Result<SagaRequest, StepError> {
+/// The request of a `CreateTicket` command.
+pub async fn ticket(_job: &Job) -> Result<SagaRequest, StepError> {
     SagaRequest::new("CreateTicket", &json!({ "seat": "12A" }))
 }
 async fn ticket_created(job: &mut Job, _reply: SagaResponse) -> Result<(), StepError> {

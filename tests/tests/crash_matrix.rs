@@ -16,9 +16,9 @@
 //! - compensations only in failing sagas, never of `c`, `b` before `a`, after the steps they undo;
 //! - the effects of the sagas in plan order (the in-flight one is recovered before the next runs).
 //!
-//! `after-publish` is missing from the matrix: sagas of local steps emit no messages, so no store
-//! has any to publish. `before-commit` and `after-commit` are reached only with autocommit (mode
-//! `2pc`).
+//! `after-publish`, `before-commit` and `after-commit` are reached only with autocommit (mode
+//! `2pc`): sagas of local steps emit no messages of their own, but the commit and reject messages of
+//! the two-phase commit are stored with the decision and then published.
 //!
 //! The backend-specific parts are [`Target`] (where the child runs, and how the test reads it back).
 //! Every case runs on a target of its own (a new file, or a new schema dropped at the end).
@@ -100,9 +100,10 @@ fn untouched(failing: bool) -> Expect {
 ///
 /// A succeeding saga stores its claim (`created`, held) before any handler, runs `a`, `b`, `c` with
 /// no store in between, and stores its end; with autocommit it stores `committing` instead, runs
-/// the commit and then stores the end. A failing saga stores its claim, runs `a`, `b` (`c` fails),
-/// then for `b` and then `a`: stores the intent (`running-on-failure`), runs the compensation; and
-/// stores its end.
+/// the reservation, stores the decision (`committed`) with the commit messages, and publishes them.
+/// A failing saga stores its claim, runs `a`, `b` (`c` fails), then for `b` and then `a`: stores the
+/// intent (`running-on-failure`), runs the compensation; and stores its end (with autocommit, with
+/// the reject messages, which it then publishes).
 fn sequence(mode: Mode, failing: bool) -> Vec<Expect> {
     let step = |point, stage, done, undone, interrupted| Expect {
         point,
@@ -113,7 +114,7 @@ fn sequence(mode: Mode, failing: bool) -> Vec<Expect> {
     };
     if failing {
         let (done, twice) = ([1, 1, 0], [2, 2, 0]);
-        return vec![
+        let mut failing = vec![
             step(
                 "before-store",
                 "claim not stored: the saga runs afresh",
@@ -199,6 +200,17 @@ fn sequence(mode: Mode, failing: bool) -> Vec<Expect> {
                 None,
             ),
         ];
+        if mode == Mode::TwoPhase {
+            // The reject messages are stored with the end, then published, then marked.
+            failing.push(step(
+                "after-publish",
+                "rejects sent, not marked published: sent again",
+                done,
+                [1, 1],
+                None,
+            ));
+        }
+        return failing;
     }
     let (done, twice) = ([1, 1, 1], [2, 2, 2]);
     let mut steps = vec![
@@ -257,22 +269,29 @@ fn sequence(mode: Mode, failing: bool) -> Vec<Expect> {
                 None,
             ),
             step(
-                "after-commit",
-                "`committing` stored: committed again",
-                done,
-                [0, 0],
-                None,
-            ),
-            step(
                 "before-store",
-                "end not stored (`committing` is): committed again",
+                "decision not stored: reserved and committed again",
                 done,
                 [0, 0],
                 None,
             ),
             step(
                 "after-store",
-                "end stored: nothing to recover",
+                "decision stored with the commit messages: they are sent again",
+                done,
+                [0, 0],
+                None,
+            ),
+            step(
+                "after-commit",
+                "decision stored with the commit messages: they are sent again",
+                done,
+                [0, 0],
+                None,
+            ),
+            step(
+                "after-publish",
+                "commits sent, not marked published: sent again",
                 done,
                 [0, 0],
                 None,
@@ -752,6 +771,7 @@ matrix! {
     two_phase_after_compensation: TwoPhase, "after-compensation";
     two_phase_before_commit: TwoPhase, "before-commit";
     two_phase_after_commit: TwoPhase, "after-commit";
+    two_phase_after_publish: TwoPhase, "after-publish";
 }
 
 matrix! {
@@ -766,16 +786,16 @@ matrix! {
     postgres_two_phase_after_compensation: TwoPhase, "after-compensation";
     postgres_two_phase_before_commit: TwoPhase, "before-commit";
     postgres_two_phase_after_commit: TwoPhase, "after-commit";
+    postgres_two_phase_after_publish: TwoPhase, "after-publish";
 }
 
 #[test]
-fn the_model_covers_every_point_but_after_publish() {
+fn the_model_covers_every_point() {
     for mode in [Mode::Local, Mode::TwoPhase] {
         for point in POINTS {
             let reached = timeline(mode).iter().any(|(_, e)| e.point == *point);
             let expected = match *point {
-                "after-publish" => false,
-                "before-commit" | "after-commit" => mode == Mode::TwoPhase,
+                "after-publish" | "before-commit" | "after-commit" => mode == Mode::TwoPhase,
                 _ => true,
             };
             assert_eq!(reached, expected, "{} at {point}", mode.arg());
@@ -819,11 +839,11 @@ async fn postgres_a_run_without_a_crash_applies_everything_exactly_once() {
 
 #[tokio::test]
 async fn a_crash_point_that_is_never_reached_lets_the_child_end() {
-    // `after-publish` is not reached by sagas of local steps: the run ends normally.
+    // Sagas of local steps without autocommit publish nothing: `after-publish` is never reached.
     let target = Target::sqlite();
-    let output = child(&target, Mode::TwoPhase, Some("after-publish:1"));
+    let output = child(&target, Mode::Local, Some("after-publish:1"));
     assert!(output.status.success(), "{}", stderr(&output));
-    check(&target, Mode::TwoPhase, exact_but(None), "after-publish:1").await;
+    check(&target, Mode::Local, exact_but(None), "after-publish:1").await;
 }
 
 /// Crashes a child on `target` at `first`, then the restart at `second` (if that restart reaches

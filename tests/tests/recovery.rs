@@ -22,7 +22,7 @@ use saga_runtime::participant::ParticipantEvent;
 use saga_runtime::prelude::*;
 use saga_runtime::repository::SqliteRepository;
 use saga_tests::faulty::{DyingRepository, Outage};
-use saga_tests::jobs::{count, effects, job, local_saga, remote_saga};
+use saga_tests::jobs::{count, effects, job, local_saga, remote_saga, ticket};
 use saga_tests::{eventually, reply_to};
 use serde_json::json;
 use uuid::Uuid;
@@ -402,7 +402,8 @@ async fn a_commit_interrupted_after_committing_was_stored_is_committed_again() {
         );
     }
     let job = job(false);
-    // Claim, pause, reply claim, `committing`; `committed` fails.
+    // Claim, pause, reply claim, `committing`; the decision (`committed`, stored with the commit
+    // messages) fails to store, so nobody was told to commit.
     let dying = world.dying_after(4).await;
     let id = dying
         .run(
@@ -437,24 +438,24 @@ async fn a_commit_interrupted_after_committing_was_stored_is_committed_again() {
     );
     assert_at_rest(&record);
     assert_eq!(count(&job.tag, "do b"), 1, "the steps did not run again");
-    for participant in &participants {
-        let commits = participant
+    let count_phase = |participant: &saga_runtime::participant::InProcessParticipant,
+                       wanted: Phase| {
+        participant
             .log()
             .iter()
             .filter(|event| {
-                matches!(
-                    event,
-                    ParticipantEvent::Transaction {
-                        phase: Phase::Commit,
-                        ..
-                    }
-                )
+                matches!(event, ParticipantEvent::Transaction { phase, .. } if *phase == wanted)
             })
-            .count();
+            .count()
+    };
+    for participant in &participants {
         assert_eq!(
-            commits,
-            2,
-            "committed, then committed again: {:?}",
+            (
+                count_phase(participant, Phase::Reserve),
+                count_phase(participant, Phase::Commit)
+            ),
+            (2, 1),
+            "reserved twice, committed once: {:?}",
             participant.log()
         );
     }
@@ -900,4 +901,196 @@ async fn the_retention_setting_deletes_old_finished_executions_and_keeps_the_oth
         SagaStatus::Errored,
         "an errored execution is kept however old"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages never overwritten unpublished; stale in-memory copies; sagas registered late
+
+/// Fails the next `failures` publishes on `topic`, then delegates.
+struct FlakyBroker {
+    inner: InProcessBroker,
+    topic: &'static str,
+    failures: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Broker for FlakyBroker {
+    async fn publish(
+        &self,
+        message: BrokerMessage,
+    ) -> Result<(), saga_runtime::error::BrokerError> {
+        use std::sync::atomic::Ordering;
+        if message.topic == self.topic
+            && self
+                .failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                    left.checked_sub(1)
+                })
+                .is_ok()
+        {
+            return Err(saga_runtime::error::BrokerError::Other(
+                "the broker is unreachable".into(),
+            ));
+        }
+        self.inner.publish(message).await
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+    ) -> Result<saga_runtime::broker::Subscription, saga_runtime::error::BrokerError> {
+        self.inner.subscribe(topic).await
+    }
+}
+
+#[tokio::test]
+async fn a_command_whose_publish_failed_goes_out_with_the_next_advance_not_lost() {
+    let world = World::new();
+    let broker = Arc::new(FlakyBroker {
+        inner: world.broker.clone(),
+        topic: "CreateTicket",
+        failures: 1.into(),
+    });
+    let manager = SagaManager::builder("order")
+        .shared_broker(broker)
+        .shared_repository(Arc::clone(&world.repository))
+        .registry(World::registry())
+        .recover_on_start(false)
+        .build()
+        .await
+        .expect("starts");
+    let job = job(false);
+    let error = manager
+        .run(
+            remote_saga(),
+            job.clone(),
+            no_autocommit().pause_on_disk(true),
+        )
+        .await
+        .expect_err("the publish fails");
+    assert!(matches!(error, SagaError::Broker(_)), "{error}");
+    let id = world.only("recovery-remote").await;
+    let stored = world.record(id).await;
+    assert_eq!(stored.status, SagaStatus::Paused);
+    assert_eq!(stored.pending.len(), 1, "the command stays pending");
+    assert!(world.commands("CreateTicket").is_empty());
+
+    // A rollback by hand: its claim must not overwrite the pending command unpublished.
+    manager.rollback(id).await.expect("rolls back");
+    let topics: Vec<String> = world
+        .broker
+        .history()
+        .into_iter()
+        .map(|message| message.topic)
+        .collect();
+    assert_eq!(topics, ["CreateTicket"], "the command went out first");
+    let record = world.record(id).await;
+    assert_eq!(record.status, SagaStatus::Errored);
+    assert_at_rest(&record);
+    assert_eq!(effects(&job.tag), ["do a", "undo a"]);
+}
+
+#[tokio::test]
+async fn a_reply_to_an_in_memory_copy_made_stale_by_another_instance_is_applied_to_the_stored_one()
+{
+    let world = World::new();
+    let a = world
+        .manager_on(Arc::clone(&world.repository), "order-a")
+        .await;
+    let b = world
+        .manager_on(Arc::clone(&world.repository), "order-b")
+        .await;
+    let two_tickets = Arc::new(
+        Saga::new("two-tickets")
+            .remote_step("first")
+            .on_execute(ticket)
+            .remote_step("second")
+            .on_execute(ticket)
+            .commit()
+            .expect("a valid saga"),
+    );
+    // Instance a waits in memory.
+    let run = tokio::spawn({
+        let (a, saga) = (a.clone(), Arc::clone(&two_tickets));
+        async move { a.run(saga, job(false), no_autocommit()).await }
+    });
+    eventually(|| world.commands("CreateTicket").len() == 1).await;
+    let first = world.commands("CreateTicket")[0].clone();
+    b.register(Arc::clone(&two_tickets)).expect("registers");
+    // Instance b gets the first reply and advances the stored execution to the second step.
+    b.resume(reply_to(
+        &first,
+        SagaResponseStatus::Success,
+        json!("T-1"),
+        &["ticket"],
+    ))
+    .await
+    .expect("applies");
+    let second = world.commands("CreateTicket")[1].clone();
+    // The second reply reaches a, whose copy still waits for the first.
+    let outcome = a
+        .resume(reply_to(
+            &second,
+            SagaResponseStatus::Success,
+            json!("T-2"),
+            &["ticket"],
+        ))
+        .await
+        .expect("applied to the stored copy");
+    assert!(
+        matches!(
+            outcome,
+            ReplyOutcome::Applied {
+                status: SagaStatus::Finished,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    let id = first.saga_id().expect("names its saga");
+    assert_eq!(world.record(id).await.status, SagaStatus::Finished);
+    match run.await.expect("no panic") {
+        Err(SagaError::Interrupted { reason, .. }) => assert!(reason.contains("another instance")),
+        other => panic!("the waiting run hears that it was advanced elsewhere, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_reply_for_a_saga_this_instance_does_not_know_yet_is_redelivered_not_dropped() {
+    let world = World::new();
+    let starter = world.restarted().await;
+    let id = starter
+        .run(
+            remote_saga(),
+            job(false),
+            no_autocommit().pause_on_disk(true),
+        )
+        .await
+        .expect("pauses")
+        .id();
+    drop(starter);
+    let command = world.commands("CreateTicket").pop().expect("sent");
+    // An instance that has not registered the saga receives the reply.
+    let late = SagaManager::builder("order")
+        .shared_broker(Arc::new(world.broker.clone()))
+        .shared_repository(Arc::clone(&world.repository))
+        .recover_on_start(false)
+        .build()
+        .await
+        .expect("starts");
+    world
+        .broker
+        .publish(
+            command
+                .reply("ticket", SagaResponseStatus::Success, json!("T-1"))
+                .expect("names its reply topic"),
+        )
+        .await
+        .expect("published");
+    eventually(|| late.reply_stats().failed >= 1).await;
+    assert_eq!(world.record(id).await.status, SagaStatus::Paused);
+    // Once it knows the saga, the redelivered reply is applied.
+    late.register(remote_saga()).expect("registers");
+    eventually(|| late.reply_stats().applied == 1).await;
+    assert_eq!(world.record(id).await.status, SagaStatus::Finished);
 }

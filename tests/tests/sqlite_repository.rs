@@ -174,6 +174,10 @@ async fn executions_are_listed_by_status_and_saga_and_old_finished_ones_are_prun
         record.saga = saga.to_owned();
         record.created_at_ms = created;
         record.updated_at_ms = updated;
+        // At rest (nothing pending, no owner), so that retention may delete it once finished.
+        record.pending.clear();
+        record.owner = None;
+        record.lease_until_ms = None;
         record
     };
     let old_finished = record(SagaStatus::Finished, "order", 1_000, 1_500);

@@ -149,11 +149,11 @@ with_both_definitions!(
     booking_saga, BookTicket:
     the_last_success_reply_reserves_then_commits_every_participant,
     without_autocommit_nothing_is_reserved_committed_or_rejected,
-    a_refused_reservation_rejects_everyone_then_compensates,
+    a_refused_reservation_compensates_then_rejects_everyone,
     a_refused_reservation_without_raise_on_error_returns_the_errored_execution,
     an_unanswered_reservation_fails_the_commit_after_the_timeout,
     committing_by_hand_needs_a_finished_execution_with_an_open_transaction,
-    a_refused_commit_by_hand_rejects_then_compensates,
+    a_refused_commit_by_hand_compensates_then_rejects,
 );
 
 with_both_definitions!(
@@ -437,7 +437,7 @@ async fn run_with_ticket(
 }
 
 /// Runs the booking saga in memory and checks that its commit failed the way a failed reservation
-/// must: reserves, rejects, then the compensations in reverse order, and the execution `errored`.
+/// must: reserves, the compensations in reverse order, then rejects, and the execution `errored`.
 async fn assert_failed_commit(harness: &Harness, saga: Arc<SagaDefinition<Booking>>) -> Uuid {
     let result = harness
         .manager
@@ -458,23 +458,25 @@ async fn assert_failed_commit(harness: &Harness, saga: Arc<SagaDefinition<Bookin
         ),
     ];
     expected.extend(phase(Phase::Reserve, id, &["order", "ticket"]));
-    expected.extend(phase(Phase::Reject, id, &["order", "ticket"]));
+    // Compensated first, then rejected (SEMANTICS: rejected after compensating); the reject
+    // decision is stored with its messages before they are sent.
     expected.push(command(
         "DeleteTicket",
         id,
         json!({ "order": "order-1", "ticket": "ticket-1" }),
     ));
     expected.push(command("DeleteOrder", id, json!({ "order": "order-1" })));
+    expected.extend(phase(Phase::Reject, id, &["order", "ticket"]));
     assert_eq!(summaries(&harness.sent()), expected);
     assert_eq!(
         harness.sent_topics()[2..],
         [
             "_ReserveOrderTransaction",
             "_ReserveTicketTransaction",
-            "_RejectOrderTransaction",
-            "_RejectTicketTransaction",
             "DeleteTicket",
             "DeleteOrder",
+            "_RejectOrderTransaction",
+            "_RejectTicketTransaction",
         ]
     );
 
@@ -508,7 +510,7 @@ async fn assert_failed_commit(harness: &Harness, saga: Arc<SagaDefinition<Bookin
     id
 }
 
-async fn a_refused_reservation_rejects_everyone_then_compensates(
+async fn a_refused_reservation_compensates_then_rejects_everyone(
     saga: Arc<SagaDefinition<Booking>>,
 ) {
     let harness = Harness::new().await;
@@ -567,10 +569,10 @@ async fn a_refused_reservation_without_raise_on_error_returns_the_errored_execut
             "CreateTicket",
             "_ReserveOrderTransaction",
             "_ReserveTicketTransaction",
-            "_RejectOrderTransaction",
-            "_RejectTicketTransaction",
             "DeleteTicket",
             "DeleteOrder",
+            "_RejectOrderTransaction",
+            "_RejectTicketTransaction",
         ]
     );
 }
@@ -1018,7 +1020,7 @@ async fn committing_by_hand_needs_a_finished_execution_with_an_open_transaction(
     assert!(harness.sent().is_empty());
 }
 
-async fn a_refused_commit_by_hand_rejects_then_compensates(saga: Arc<SagaDefinition<Booking>>) {
+async fn a_refused_commit_by_hand_compensates_then_rejects(saga: Arc<SagaDefinition<Booking>>) {
     let harness = Harness::new().await;
     let _order = harness.accepting(&["order"]).await;
     let _ticket = harness
@@ -1047,10 +1049,10 @@ async fn a_refused_commit_by_hand_rejects_then_compensates(saga: Arc<SagaDefinit
         [
             "_ReserveOrderTransaction",
             "_ReserveTicketTransaction",
-            "_RejectOrderTransaction",
-            "_RejectTicketTransaction",
             "DeleteTicket",
             "DeleteOrder",
+            "_RejectOrderTransaction",
+            "_RejectTicketTransaction",
         ]
     );
     let stored = load(&harness, &saga, id).await;

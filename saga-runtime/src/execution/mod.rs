@@ -88,6 +88,15 @@ impl Outbox {
     pub(crate) fn push(&mut self, message: BrokerMessage) {
         self.messages.push(message);
     }
+
+    /// Puts `messages` back in front of what is queued (they were taken out but not published).
+    pub(crate) fn restore(&mut self, mut messages: Vec<BrokerMessage>) {
+        if messages.is_empty() {
+            return;
+        }
+        messages.append(&mut self.messages);
+        self.messages = messages;
+    }
 }
 
 /// Where an [`execute`](SagaExecution::execute) call left the execution.
@@ -180,6 +189,9 @@ pub struct SagaExecution<C> {
     pub(crate) version: u64,
     created_at_ms: u64,
     updated_at_ms: u64,
+    /// Messages stored with the loaded state but not marked published: the next advance publishes
+    /// them (again) before anything else, so that no store overwrites them unpublished.
+    pub(crate) unpublished: Vec<BrokerMessage>,
 }
 
 impl<C: Context> SagaExecution<C> {
@@ -201,6 +213,7 @@ impl<C: Context> SagaExecution<C> {
             version: 0,
             created_at_ms: now,
             updated_at_ms: now,
+            unpublished: Vec::new(),
         }
     }
 
@@ -625,6 +638,7 @@ impl<C: Context> SagaExecution<C> {
             version: record.version,
             created_at_ms: record.created_at_ms,
             updated_at_ms: record.updated_at_ms,
+            unpublished: record.pending,
         })
     }
 
@@ -849,7 +863,7 @@ impl<C: Context> SagaExecution<C> {
         settled
     }
 
-    fn touch(&mut self) {
+    pub(crate) fn touch(&mut self) {
         self.updated_at_ms = now_ms();
     }
 }

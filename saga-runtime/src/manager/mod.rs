@@ -29,7 +29,7 @@ pub use options::{RunOptions, RunOutcome};
 pub use recovery::RecoveryReport;
 
 use crate::broker::{Broker, InProcessBroker, Subscription};
-use crate::committer::{CommitError, TransactionCommitter};
+use crate::committer::{CommitError, Phase, PreparedPhase, TransactionCommitter};
 use crate::context::Context;
 use crate::definition::BoxFuture;
 use crate::definition::{Fingerprint, IntoDefinition, SagaDefinition};
@@ -542,6 +542,8 @@ struct Completion {
 struct Parked {
     saga: Arc<dyn ErasedSaga>,
     execution: Box<dyn Any + Send>,
+    /// The stored version the parked copy is at.
+    version: u64,
     waiter: oneshot::Sender<Result<Completion, SagaError>>,
 }
 
@@ -554,6 +556,8 @@ pub(crate) enum Source {
 /// The result of advancing a registered saga's execution.
 pub(crate) struct Advanced {
     outcome: ReplyOutcome,
+    /// The stored version after the advance.
+    version: u64,
     /// The execution, when it was asked back (it is parked again or handed to its run).
     execution: Option<Box<dyn Any + Send>>,
     failure: Option<ExecutionError>,
@@ -637,11 +641,13 @@ impl Inner {
         let saga = self
             .saga(execution.definition().name())
             .unwrap_or_else(|| Arc::new(Typed(Arc::clone(execution.definition()))));
+        let version = execution.version();
         self.parked.shard(&id).insert(
             id,
             Parked {
                 saga,
                 execution,
+                version,
                 waiter,
             },
         );
@@ -671,15 +677,34 @@ impl Inner {
         let Parked {
             saga,
             execution,
+            version: parked_version,
             waiter,
         } = parked;
         let input_again = input.clone();
         let advanced = saga
             .advance(self, id, Source::Parked(execution), input, true)
             .await;
+        if let Ok(Advanced {
+            outcome: ReplyOutcome::Ignored { .. },
+            ..
+        }) = &advanced
+        {
+            // A refusal stores nothing, so it cannot see that another instance advanced the
+            // execution since it was parked: check. A stale copy is dropped (the waiting run hears
+            // so) and the input is applied to the stored copy instead.
+            if self.stored_version(id).await? != parked_version {
+                drop(advanced);
+                let _ = waiter.send(Err(SagaError::Interrupted {
+                    id,
+                    reason: "another instance advanced the execution".to_owned(),
+                }));
+                return self.advance_loaded(id, input_again, is_commit).await;
+            }
+        }
         match advanced {
             Ok(Advanced {
                 outcome,
+                version,
                 execution: Some(execution),
                 failure,
             }) => {
@@ -694,6 +719,7 @@ impl Inner {
                     let parked = Parked {
                         saga,
                         execution,
+                        version,
                         waiter,
                     };
                     self.parked.shard(&id).insert(id, parked);
@@ -778,6 +804,16 @@ impl Inner {
         }
     }
 
+    /// The version stored now for execution `id` (0: none).
+    async fn stored_version(&self, id: Uuid) -> Result<u64, SagaError> {
+        match self.repository.load(id).await {
+            Ok(record) => Ok(record.version),
+            Err(RepositoryError::NotFound { .. }) => Ok(0),
+            Err(RepositoryError::Corrupt { .. }) => Ok(u64::MAX),
+            Err(error) => Err(error.into()),
+        }
+    }
+
     /// The other instance holding `record`, if its lease still runs.
     fn held_elsewhere(&self, record: &ExecutionRecord) -> Option<String> {
         match (&record.owner, record.lease_until_ms) {
@@ -816,7 +852,10 @@ impl Inner {
             driven.rejection = Some(reason);
             return Ok(driven);
         }
+        // Messages stored with the loaded state and not marked published go out first, with the
+        // next store: no store may overwrite them unpublished.
         let mut outbox = Outbox::new();
+        outbox.restore(std::mem::take(&mut execution.unpublished));
         if let Input::Commit = input {
             driven.failure = self.commit(execution, &mut outbox).await?;
             return Ok(driven);
@@ -827,7 +866,8 @@ impl Inner {
         let reject_on_failure = autocommit && execution.status() != SagaStatus::Finished;
         // The claim: stored with this instance as owner before any handler runs, so that another
         // instance leaves it alone and recovery knows it was being advanced.
-        self.store(execution, &mut outbox, Hold::Keep).await?;
+        let claimed = self.store(execution, &mut outbox, Hold::Keep).await?;
+        self.publish(claimed).await?;
         let mut saver = Saver { inner: self };
         let result = match input {
             Input::Start => {
@@ -884,7 +924,8 @@ impl Inner {
         match result {
             Ok(Progress::Paused) => {
                 let timeout = execution.settings.timeout_ms;
-                execution.deadline_ms = timeout.map(|timeout| now_ms().saturating_add(timeout));
+                execution.deadline_ms =
+                    timeout.map(|timeout| clamp_ms(now_ms().saturating_add(timeout)));
                 let stored = self.store(execution, outbox, Hold::Release).await?;
                 // Armed before publishing: if the publish fails, the timeout still ends the wait.
                 if let (Some(timeout), Some(request)) = (timeout, execution.waiting_request()) {
@@ -897,25 +938,29 @@ impl Inner {
             }
             Ok(Progress::Finished) => {
                 let rolled_back = execution.status() == SagaStatus::Errored;
-                if rolled_back && reject_on_failure {
-                    execution.transaction = TransactionState::Rejected;
-                }
+                let rejecting = if rolled_back && reject_on_failure {
+                    Some(self.decide_reject(execution, outbox).await?)
+                } else {
+                    None
+                };
                 let stored = self.store(execution, outbox, Hold::Release).await?;
                 self.publish(stored).await?;
-                if rolled_back && reject_on_failure {
-                    self.reject(execution).await?;
+                if let Some(rejecting) = rejecting {
+                    self.collect_answers(rejecting).await;
                 }
             }
             Err(
                 error @ (ExecutionError::StepFailed { .. } | ExecutionError::RollbackFailed { .. }),
             ) => {
-                if reject_on_failure {
-                    execution.transaction = TransactionState::Rejected;
-                }
+                let rejecting = if reject_on_failure {
+                    Some(self.decide_reject(execution, outbox).await?)
+                } else {
+                    None
+                };
                 let stored = self.store(execution, outbox, Hold::Release).await?;
                 self.publish(stored).await?;
-                if reject_on_failure {
-                    self.reject(execution).await?;
+                if let Some(rejecting) = rejecting {
+                    self.collect_answers(rejecting).await;
                 }
                 driven.failure = Some(error);
             }
@@ -937,6 +982,12 @@ impl Inner {
 
     /// Runs the two-phase commit of a finished execution; a failed commit rejects the transaction,
     /// compensates the steps and leaves the execution errored (the returned failure).
+    ///
+    /// The decision is stored before anyone hears it: the execution is stored `committing` before
+    /// the reservations, and `committed` or `rejected` together with the commit or reject messages
+    /// (its outbox) before they are sent. A stop before the decision is stored makes recovery run
+    /// the reservation again (nobody was told anything final); a stop after it makes recovery send
+    /// the stored messages again.
     async fn commit<C: Context>(
         &self,
         execution: &mut SagaExecution<C>,
@@ -944,51 +995,84 @@ impl Inner {
     ) -> Result<Option<ExecutionError>, SagaError> {
         let env = &self.env;
         let mut failure = None;
-        // Stored (held by this instance) before the first transaction message: a reply handled
-        // again after a failure here finds the execution finished and changes nothing, instead of
-        // running the last steps and the commit twice; and recovery finds `committing`.
         execution.transaction = TransactionState::Committing;
+        execution.touch();
         let stored = self.store(execution, outbox, Hold::Keep).await?;
         self.publish(stored).await?;
         faults::reach("before-commit");
         let transactions = execution.transactions(env);
-        if let Err(error) = self.committer.commit(&transactions).await {
-            if let CommitError::Broker(_) = &error {
-                // The outcome of the reservation is unknown: make sure nothing stays reserved.
-                let _ = self.committer.reject(&transactions).await;
+        let refusal = match self.committer.phase(Phase::Reserve, &transactions).await {
+            Ok(reserved) if reserved.all_accepted() => None,
+            Ok(reserved) => {
+                let mut services = reserved.refused;
+                services.extend(reserved.unanswered);
+                tracing::warn!(?services, "reservation failed; rejecting the transaction");
+                Some(CommitError::ReservationFailed { services })
             }
-            execution.mark_errored();
-            let mut saver = Saver { inner: self };
-            let message = match execution
-                .rollback_checkpointed(env, outbox, &mut saver)
-                .await
-            {
-                Ok(()) => error.to_string(),
-                Err(rollback) => format!("{error}; {rollback}"),
-            };
-            failure = Some(ExecutionError::CommitFailed {
-                id: execution.id(),
-                message,
-            });
-            execution.transaction = TransactionState::Rejected;
-        } else {
-            execution.transaction = TransactionState::Committed;
+            // The outcome of the reservation is unknown: reject, so that nothing stays reserved.
+            Err(error) => Some(CommitError::Broker(error)),
+        };
+        let phase = match refusal {
+            None => {
+                execution.transaction = TransactionState::Committed;
+                Phase::Commit
+            }
+            Some(error) => {
+                execution.mark_errored();
+                let mut saver = Saver { inner: self };
+                let message = match execution
+                    .rollback_checkpointed(env, outbox, &mut saver)
+                    .await
+                {
+                    Ok(()) => error.to_string(),
+                    Err(rollback) => format!("{error}; {rollback}"),
+                };
+                failure = Some(ExecutionError::CommitFailed {
+                    id: execution.id(),
+                    message,
+                });
+                execution.transaction = TransactionState::Rejected;
+                Phase::Reject
+            }
+        };
+        execution.touch();
+        let mut decided = self.committer.prepare(phase, &transactions).await?;
+        for message in decided.take_messages() {
+            outbox.push(message);
         }
-        faults::reach("after-commit");
         let stored = self.store(execution, outbox, Hold::Release).await?;
+        faults::reach("after-commit");
         self.publish(stored).await?;
+        self.collect_answers(decided).await;
         Ok(failure)
     }
 
-    async fn reject<C: Context>(&self, execution: &SagaExecution<C>) -> Result<(), SagaError> {
+    /// Decides to reject the execution's transaction: marks it `rejected` and queues the reject
+    /// messages in `outbox`, to be stored with that decision and then sent.
+    async fn decide_reject<C: Context>(
+        &self,
+        execution: &mut SagaExecution<C>,
+        outbox: &mut Outbox,
+    ) -> Result<PreparedPhase, SagaError> {
+        execution.transaction = TransactionState::Rejected;
+        execution.touch();
         let transactions = execution.transactions(&self.env);
-        match self.committer.reject(&transactions).await {
-            Ok(_) => Ok(()),
-            Err(CommitError::Broker(error)) => Err(error.into()),
-            Err(error) => {
-                tracing::warn!(%error, "rejecting the transaction failed");
-                Ok(())
-            }
+        let mut rejecting = self.committer.prepare(Phase::Reject, &transactions).await?;
+        for message in rejecting.take_messages() {
+            outbox.push(message);
+        }
+        Ok(rejecting)
+    }
+
+    /// Waits for the answers to a sent commit or reject phase and reports the missing ones.
+    async fn collect_answers(&self, phase: PreparedPhase) {
+        let report = self.committer.collect(phase).await;
+        if !report.all_accepted() {
+            tracing::warn!(
+                refused = ?report.refused,
+                unanswered = ?report.unanswered,
+                "a participant did not acknowledge the transaction's outcome"
+            );
         }
     }
 
@@ -1001,7 +1085,7 @@ impl Inner {
         hold: Hold,
     ) -> Result<Stored, SagaError> {
         let messages = outbox.drain();
-        let lease_until_ms = now_ms().saturating_add(duration_ms(self.lease));
+        let lease_until_ms = clamp_ms(now_ms().saturating_add(duration_ms(self.lease)));
         faults::reach("before-store");
         let (result, messages) = execution
             .with_record(async |record: &mut ExecutionRecord| {
@@ -1015,7 +1099,14 @@ impl Inner {
             })
             .await
             .map_err(SagaError::Encode)?;
-        let version = result?;
+        let version = match result {
+            Ok(version) => version,
+            Err(error) => {
+                // Not stored: they stay queued for the next store.
+                outbox.restore(messages);
+                return Err(error.into());
+            }
+        };
         execution.version = version;
         faults::reach("after-store");
         Ok(Stored {
@@ -1058,11 +1149,24 @@ impl Inner {
     /// Publishes the messages of a store, then marks them published in the stored row (a crash
     /// before that mark makes recovery publish them again: receivers deduplicate by message id).
     async fn publish(&self, stored: Stored) -> Result<(), SagaError> {
+        self.try_publish(stored)
+            .await
+            .map_err(|(error, _)| SagaError::Broker(error))
+    }
+
+    /// [`publish`](Self::publish), handing back what was not published when the broker fails (it
+    /// stays pending in the stored row).
+    async fn try_publish(&self, stored: Stored) -> Result<(), (BrokerError, Vec<BrokerMessage>)> {
         if stored.messages.is_empty() {
             return Ok(());
         }
-        for message in stored.messages {
-            self.broker.publish(message).await?;
+        let mut messages = stored.messages.into_iter();
+        while let Some(message) = messages.next() {
+            if let Err(error) = self.broker.publish(message.clone()).await {
+                let mut unpublished = vec![message];
+                unpublished.extend(messages);
+                return Err((error, unpublished));
+            }
         }
         faults::reach("after-publish");
         if let Err(error) = self
@@ -1186,6 +1290,7 @@ impl<C: Context> ErasedSaga for Typed<C> {
         };
         Ok(Advanced {
             outcome,
+            version: execution.version(),
             execution: keep.then(|| Box::new(execution) as Box<dyn Any + Send>),
             failure: driven.failure,
         })
@@ -1244,6 +1349,8 @@ fn is_transient(error: &SagaError) -> bool {
         SagaError::Repository(RepositoryError::Storage(_) | RepositoryError::Conflict { .. })
             | SagaError::Broker(_)
             | SagaError::Busy { .. }
+            // Registered later by a run, or known to another instance.
+            | SagaError::Load(LoadError::UnknownSaga { .. })
     )
 }
 
@@ -1293,6 +1400,8 @@ fn refusal<C: Context>(
 fn same_but_version(stored: &ExecutionRecord, record: &ExecutionRecord) -> bool {
     let mut mine = record.clone();
     mine.version = stored.version;
+    // Recovery elsewhere may have published and cleared the pending messages since.
+    mine.pending.clone_from(&stored.pending);
     mine == *stored
 }
 
@@ -1314,14 +1423,21 @@ impl<C: Context> Checkpoint<C> for Saver<'_> {
                 .store(execution, outbox, Hold::Keep)
                 .await
                 .map_err(|error| error.to_string())?;
-            if let Err(error) = self.inner.publish(stored).await {
-                // Stored with the intent: recovery publishes them again.
+            if let Err((error, unpublished)) = self.inner.try_publish(stored).await {
+                // Kept queued, so that the next store keeps them pending (and they go out then or
+                // through recovery); the compensation goes on.
                 tracing::warn!(%error, "publishing at a checkpoint failed");
+                outbox.restore(unpublished);
             }
             faults::reach("before-compensation");
             Ok(())
         })
     }
+}
+
+/// A timestamp every backend can store (SQL integers are signed 64-bit).
+fn clamp_ms(ms: u64) -> u64 {
+    ms.min(i64::MAX as u64)
 }
 
 fn duration_ms(duration: Duration) -> u64 {

@@ -249,7 +249,9 @@ impl Inner {
         if execution.rollback_interrupted() {
             // Rule 2.
             recovered.interrupted = execution.settle_interrupted_compensations();
-            let reject_on_failure = autocommit && status != SagaStatus::Finished;
+            // A commit that failed (by hand or not) rejects whatever it had reserved.
+            let reject_on_failure = (autocommit && status != SagaStatus::Finished)
+                || execution.transaction == TransactionState::Committing;
             self.store(&mut execution, &mut outbox, Hold::Keep).await?;
             let result = match execution
                 .rollback_checkpointed(env, &mut outbox, &mut Saver { inner: self })
@@ -289,20 +291,27 @@ impl Inner {
             recovered.action = Action::Committed;
         } else if held {
             // Rules 4 and 7.
+            let mut resend_failure = None;
             if status == SagaStatus::Paused {
-                recovered.resent =
-                    execution
-                        .resend_waiting(env, &mut outbox)
-                        .await
-                        .map_err(|message| SagaError::Interrupted {
-                            id,
-                            reason: format!("building the waiting command again failed: {message}"),
-                        })?;
+                match execution.resend_waiting(env, &mut outbox).await {
+                    Ok(resent) => recovered.resent = resent,
+                    Err(message) => resend_failure = Some(message),
+                }
             }
+            // Released either way: a request that cannot be built again must not keep the
+            // execution held (its deadline, if any, still ends the wait).
             let stored = self
                 .store(&mut execution, &mut outbox, Hold::Release)
                 .await?;
             self.publish(stored).await?;
+            if let Some(message) = resend_failure {
+                return Err(SagaError::Interrupted {
+                    id,
+                    reason: format!(
+                        "released, but building the waiting command again failed: {message}"
+                    ),
+                });
+            }
             recovered.action = Action::Released;
         }
         // Rule 5.

@@ -421,7 +421,15 @@ async fn retention_deletes_only_old_finished_executions(repository: &dyn SagaExe
     old_paused.updated_at_ms = 1_000;
     let mut recent_finished = finished_record(Uuid::new_v4(), &saga);
     recent_finished.updated_at_ms = 5_000;
-    for record in [&old_finished, &old_paused, &recent_finished] {
+    let mut old_unpublished = finished_record(Uuid::new_v4(), &saga);
+    old_unpublished.updated_at_ms = 1_000;
+    old_unpublished.pending = vec![BrokerMessage::new("Refund", serde_json::json!(1))];
+    for record in [
+        &old_finished,
+        &old_paused,
+        &recent_finished,
+        &old_unpublished,
+    ] {
         repository.store(record).await.expect("stored");
     }
     let deleted = repository
@@ -444,4 +452,8 @@ async fn retention_deletes_only_old_finished_executions(repository: &dyn SagaExe
         .load(recent_finished.id)
         .await
         .expect("rule: a recent finished execution is kept");
+    repository
+        .load(old_unpublished.id)
+        .await
+        .expect("rule: a finished execution recovery still has work on is kept however old");
 }

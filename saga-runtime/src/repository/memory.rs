@@ -190,7 +190,9 @@ impl SagaExecutionRepository for InMemoryRepository {
 
     async fn delete_finished_before(&self, updated_before_ms: u64) -> Result<u64, RepositoryError> {
         let old = self.select(|meta| {
-            meta.status == SagaStatus::Finished && meta.updated_at_ms < updated_before_ms
+            meta.status == SagaStatus::Finished
+                && meta.updated_at_ms < updated_before_ms
+                && !meta.recoverable
         });
         for id in &old {
             self.rows.shard(id).remove(id);

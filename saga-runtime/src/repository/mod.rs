@@ -79,7 +79,8 @@ pub trait SagaExecutionRepository: Send + Sync + 'static {
     async fn list_by_saga(&self, saga: &str) -> Result<Vec<Uuid>, RepositoryError>;
 
     /// Retention: deletes the `finished` executions last updated before `updated_before_ms`
-    /// (milliseconds since the Unix epoch) and returns how many it deleted. Executions in any other
+    /// (milliseconds since the Unix epoch) that recovery has no work on (not held, not
+    /// `committing`, nothing unpublished), and returns how many it deleted. Executions in any other
     /// status are kept, however old.
     async fn delete_finished_before(&self, updated_before_ms: u64) -> Result<u64, RepositoryError>;
 }

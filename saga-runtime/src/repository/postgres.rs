@@ -429,7 +429,7 @@ impl SagaExecutionRepository for PostgresRepository {
     async fn delete_finished_before(&self, updated_before_ms: u64) -> Result<u64, RepositoryError> {
         let cutoff = i64::try_from(updated_before_ms).unwrap_or(i64::MAX);
         let result =
-            sqlx::query("DELETE FROM saga_executions WHERE status = $1 AND updated_at_ms < $2")
+            sqlx::query("DELETE FROM saga_executions WHERE status = $1 AND updated_at_ms < $2 AND NOT recoverable")
                 .bind(SagaStatus::Finished.as_str())
                 .bind(cutoff)
                 .execute(&self.pool)
