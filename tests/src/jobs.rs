@@ -19,7 +19,8 @@ pub struct Job {
 
 static EFFECTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
-fn effect(job: &Job, what: &str) {
+/// Records effect `what` of `job`.
+pub fn effect(job: &Job, what: &str) {
     EFFECTS
         .lock()
         .expect("not poisoned")

@@ -22,7 +22,7 @@ use saga_runtime::participant::ParticipantEvent;
 use saga_runtime::prelude::*;
 use saga_runtime::repository::SqliteRepository;
 use saga_tests::faulty::{DyingRepository, Outage};
-use saga_tests::jobs::{count, effects, job, local_saga, remote_saga, ticket};
+use saga_tests::jobs::{Job, count, effect, effects, job, local_saga, remote_saga, ticket};
 use saga_tests::{eventually, reply_to};
 use serde_json::json;
 use uuid::Uuid;
@@ -1093,4 +1093,107 @@ async fn a_reply_for_a_saga_this_instance_does_not_know_yet_is_redelivered_not_d
     late.register(remote_saga()).expect("registers");
     eventually(|| late.reply_stats().applied == 1).await;
     assert_eq!(world.record(id).await.status, SagaStatus::Finished);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sub-sagas: their compensation is one unit behind one stored intent
+
+async fn always(_job: &Job) -> Result<bool, StepError> {
+    Ok(true)
+}
+async fn do_x(job: &mut Job) -> Result<(), StepError> {
+    effect(job, "do x");
+    Ok(())
+}
+async fn undo_x(job: &mut Job) -> Result<(), StepError> {
+    effect(job, "undo x");
+    Ok(())
+}
+async fn do_y(job: &mut Job) -> Result<(), StepError> {
+    effect(job, "do y");
+    Err(StepError::msg("y refuses"))
+}
+async fn do_a(job: &mut Job) -> Result<(), StepError> {
+    effect(job, "do a");
+    Ok(())
+}
+async fn undo_a(job: &mut Job) -> Result<(), StepError> {
+    effect(job, "undo a");
+    Ok(())
+}
+
+/// `a`, then `route`: a sub-saga `x` (compensable), `y` (fails).
+fn sub_saga_failing() -> Arc<SagaDefinition<Job>> {
+    let inner = Saga::new("recovery-inner")
+        .local_step("x")
+        .on_execute(do_x)
+        .on_failure(undo_x)
+        .local_step("y")
+        .on_execute(do_y)
+        .commit()
+        .expect("a valid sub-saga");
+    Arc::new(
+        Saga::new("recovery-outer")
+            .local_step("a")
+            .on_execute(do_a)
+            .on_failure(undo_a)
+            .conditional_step("route")
+            .if_then(always, inner)
+            .commit()
+            .expect("a valid saga"),
+    )
+}
+
+#[tokio::test]
+async fn a_failure_inside_a_sub_saga_is_compensated_behind_a_stored_intent_never_twice() {
+    let world = World::new();
+    let registry = || {
+        Registry::empty()
+            .with_definition(sub_saga_failing())
+            .expect("one saga")
+    };
+    // Stores: the claim, the intent to compensate `route` (its sub-saga's `x` is undone behind
+    // it); the intent for `a` fails: the stop.
+    let dying = SagaManager::builder("order")
+        .shared_broker(Arc::new(world.broker.clone()))
+        .shared_repository(DyingRepository::new(Arc::clone(&world.repository), 2))
+        .registry(registry())
+        .instance("order-1")
+        .recover_on_start(false)
+        .storage_retry(Duration::ZERO)
+        .build()
+        .await
+        .expect("starts");
+    let job = job(false);
+    let _ = dying
+        .run(sub_saga_failing(), job.clone(), no_autocommit())
+        .await;
+    drop(dying);
+    assert_eq!(effects(&job.tag), ["do a", "do x", "do y", "undo x"]);
+    let id = world.only("recovery-outer").await;
+    let stored = world.record(id).await;
+    assert_eq!(stored.steps[1].status(), StepStatus::RunningOnFailure);
+
+    let restarted = SagaManager::builder("order")
+        .shared_broker(Arc::new(world.broker.clone()))
+        .shared_repository(Arc::clone(&world.repository))
+        .registry(registry())
+        .instance("order-1")
+        .recover_on_start(false)
+        .build()
+        .await
+        .expect("starts");
+    let report = restarted.recover().await;
+    assert_eq!(
+        report.interrupted_compensations,
+        vec![(id, "route".to_owned())]
+    );
+    let record = world.record(id).await;
+    assert_eq!(record.status, SagaStatus::Errored);
+    assert_at_rest(&record);
+    // The sub-saga's compensation ran once (before the stop) and not again; `a`'s once.
+    assert_eq!(
+        effects(&job.tag),
+        ["do a", "do x", "do y", "undo x", "undo a"]
+    );
 }

@@ -448,13 +448,11 @@ async fn run_conditional<C: Context>(
             LevelOutcome::Paused
         }
         LevelOutcome::Failed(failure) => {
-            // The sub-saga compensates its own steps first; the outer saga then compensates its
-            // earlier steps (this step is not among them: it did not complete).
-            let failed =
-                rollback_level(saga.steps(), before_failed(&mut inner.steps), context, run).await;
-            let mut compensation_failures = failure.compensation_failures;
-            compensation_failures.extend(failed);
-            inner.already_rollback = compensation_failures.is_empty();
+            // The sub-saga's completed steps are not compensated here but with the rollback that
+            // follows, as this step's compensation (the step has an effect while its sub-saga is
+            // not rolled back): first of all, as one unit behind one stored intent, so that a stop
+            // can never run them twice.
+            inner.already_rollback = false;
             inner.status = SagaStatus::Errored;
             let message = format!(
                 "sub-saga `{}` failed at step `{}` ({}): {}",
@@ -464,15 +462,32 @@ async fn run_conditional<C: Context>(
                 failure.message
             );
             let outcome = fail(step, StepStatus::ErroredByOnExecute, message);
-            let LevelOutcome::Failed(mut failure) = outcome else {
+            let LevelOutcome::Failed(mut outer) = outcome else {
                 return outcome;
             };
-            failure.compensation_failures = compensation_failures
+            outer.compensation_failures = failure
+                .compensation_failures
                 .into_iter()
                 .map(|name| format!("{}/{name}", step.name))
                 .collect();
-            LevelOutcome::Failed(failure)
+            LevelOutcome::Failed(outer)
         }
+    }
+}
+
+/// How many of a failed level's steps its rollback covers: the steps before the failed one (it
+/// compensated itself as far as it had to), and the failed one too when it is a conditional step
+/// whose sub-saga still has completed steps to compensate.
+pub(super) fn steps_to_compensate_after_failure(steps: &[StepExecution]) -> usize {
+    match steps.last() {
+        Some(last)
+            if last.kind == crate::definition::StepKind::Conditional
+                && !last.already_rollback
+                && has_effect(last) =>
+        {
+            steps.len()
+        }
+        _ => steps.len().saturating_sub(1),
     }
 }
 
@@ -500,13 +515,6 @@ pub(super) fn rollback_level<'a, C: Context>(
         }
         failed
     })
-}
-
-/// The steps before the one that just failed: the failed step compensated itself already, as far
-/// as it had to, so the rollback that follows its failure leaves it alone.
-pub(super) fn before_failed(steps: &mut [StepExecution]) -> &mut [StepExecution] {
-    let failed = steps.len().saturating_sub(1);
-    &mut steps[..failed]
 }
 
 /// Whether a step has work to undo: it completed, its compensation failed before (retry), it failed

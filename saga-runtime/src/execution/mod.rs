@@ -723,10 +723,9 @@ impl<C: Context> SagaExecution<C> {
             }
             engine::LevelOutcome::Failed(failure) => {
                 let mut failed = failure.compensation_failures;
-                // The failed step compensated itself as far as it had to: the steps before it.
-                let before_failed = self.steps.len().saturating_sub(1);
+                let count = engine::steps_to_compensate_after_failure(&self.steps);
                 failed.extend(
-                    self.compensate_top_level(before_failed, env, outbox, checkpoint)
+                    self.compensate_top_level(count, env, outbox, checkpoint)
                         .await,
                 );
                 self.already_rollback = failed.is_empty();
