@@ -198,7 +198,7 @@ impl TransactionCommitter {
         }
         // A private topic per phase: answers of earlier phases or other executions never land here.
         let reply_topic = format!("{}.{}", self.reply_topic, Uuid::new_v4().simple());
-        let subscription = self.broker.subscribe(&reply_topic).await?;
+        let subscription = self.broker.subscribe_private(&reply_topic).await?;
         let mut pending = BTreeMap::new();
         let mut messages = Vec::with_capacity(transactions.len());
         for (transaction, service) in transactions {

@@ -2,7 +2,9 @@
 //!
 //! The engine needs two operations, so that is the whole trait; a networked broker adds its own
 //! acknowledgement to each [`Delivery`]. The in-process broker is the embedded default.
+//! [`conformance::check`] checks a broker against the contract.
 
+pub mod conformance;
 mod in_process;
 
 use async_trait::async_trait;
@@ -21,6 +23,13 @@ pub trait Broker: Send + Sync + 'static {
     /// Subscribes to `topic`. Subscribers of one topic compete: each message goes to one of them
     /// (the instances of one service share its topics).
     async fn subscribe(&self, topic: &str) -> Result<Subscription, BrokerError>;
+
+    /// Subscribes to a topic only this subscriber reads, for a short while (answers to one
+    /// request). A networked broker keeps nothing for it after the subscription is dropped; by
+    /// default it is an ordinary [`subscribe`](Self::subscribe).
+    async fn subscribe_private(&self, topic: &str) -> Result<Subscription, BrokerError> {
+        self.subscribe(topic).await
+    }
 }
 
 /// Where a subscription's deliveries come from; implemented by each broker.
