@@ -1,15 +1,23 @@
 //! The broker: publish and subscribe with headers and reply topics.
 //!
 //! The engine needs two operations, so that is the whole trait; a networked broker adds its own
-//! acknowledgement to each [`Delivery`]. The in-process broker is the embedded default.
-//! [`conformance::check`] checks a broker against the contract.
+//! acknowledgement to each [`Delivery`]. The in-process broker is the embedded default;
+//! `NatsBroker` (feature `nats`) runs on NATS JetStream. [`conformance::check`] checks a broker
+//! against the contract.
 
 pub mod conformance;
 mod in_process;
+#[cfg(feature = "nats")]
+mod nats;
 
 use async_trait::async_trait;
 
 pub use in_process::{InProcessBroker, REDELIVERY_DELAY};
+#[cfg(feature = "nats")]
+pub use nats::{
+    DEAD_LETTER_REASON, DEAD_LETTER_TOPIC, DEFAULT_MAX_MESSAGE_BYTES, DeadLetter, NatsBroker,
+    NatsBrokerBuilder,
+};
 
 use crate::error::BrokerError;
 use crate::message::BrokerMessage;
