@@ -48,7 +48,8 @@
 //! The pieces, one module each: [`definition`] (builder, validation, fingerprint, Mermaid
 //! rendering), [`execution`] (the state machine), [`context`], [`message`], [`committer`]
 //! (two-phase commit), [`broker`], [`repository`], [`registry`] (sagas by name), [`manager`] (runs
-//! and resumes executions), [`participant`] (an in-process participant), [`request_scope`].
+//! and resumes executions), [`participant`] (an in-process participant), [`transactional`] (the
+//! participant side of the two-phase commit: commands with staged effects), [`request_scope`].
 
 pub mod broker;
 pub mod committer;
@@ -66,6 +67,7 @@ pub mod repository;
 pub mod request_scope;
 mod shard;
 mod step_def;
+pub mod transactional;
 
 pub use broker::{Broker, InProcessBroker};
 pub use committer::TransactionCommitter;
