@@ -339,6 +339,67 @@ async fn acknowledge(delivery: Delivery) {
     }
 }
 
+/// A command handler as `inventory` collects it: its topic, where it was declared, and how to add
+/// it (with its callbacks) to a participant builder.
+///
+/// `#[transactional_command]` submits one per handler; by hand:
+/// `inventory::submit! { CommandRegistration::new("Topic", concat!(file!(), ":", line!()), register) }`
+/// (with `inventory` taken from `saga_runtime::__private`), `register` being a
+/// `fn(TransactionalParticipantBuilder) -> TransactionalParticipantBuilder`.
+pub struct CommandRegistration {
+    topic: &'static str,
+    location: &'static str,
+    register: fn(TransactionalParticipantBuilder) -> TransactionalParticipantBuilder,
+}
+
+impl CommandRegistration {
+    /// The registration of the handler of `topic`, declared at `location` (`file:line`).
+    pub const fn new(
+        topic: &'static str,
+        location: &'static str,
+        register: fn(TransactionalParticipantBuilder) -> TransactionalParticipantBuilder,
+    ) -> Self {
+        Self {
+            topic,
+            location,
+            register,
+        }
+    }
+
+    /// The command topic.
+    pub fn topic(&self) -> &'static str {
+        self.topic
+    }
+
+    /// Where it was declared (`file:line`).
+    pub fn location(&self) -> &'static str {
+        self.location
+    }
+}
+
+impl std::fmt::Debug for CommandRegistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandRegistration")
+            .field("topic", &self.topic)
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+inventory::collect!(CommandRegistration);
+
+/// Two registered handlers claim one command topic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("two transactional command handlers for topic `{topic}`: {first} and {second}")]
+pub struct DuplicateTopic {
+    /// The topic.
+    pub topic: String,
+    /// Where the first handler was declared.
+    pub first: String,
+    /// Where the second handler was declared.
+    pub second: String,
+}
+
 /// A running transactional participant; dropping it stops it.
 pub struct TransactionalParticipant {
     inner: Arc<Inner>,
@@ -361,6 +422,38 @@ impl TransactionalParticipant {
             on_reject: Vec::new(),
             reservation_timeout: Duration::from_secs(60),
         }
+    }
+
+    /// Starts building participant `service` with every handler registered by
+    /// `#[transactional_command]` in the crates linked into this binary (in topic order), with their
+    /// callbacks. More handlers, callbacks and settings may be added to the builder.
+    ///
+    /// Only crates linked into the binary are seen (a crate of handlers the binary never references
+    /// by name must be named with `use my_handlers as _;`).
+    pub fn from_inventory(
+        service: impl Into<String>,
+        broker: Arc<dyn Broker>,
+        store: Arc<dyn ParticipantStore>,
+    ) -> Result<TransactionalParticipantBuilder, DuplicateTopic> {
+        let mut registrations = inventory::iter::<CommandRegistration>
+            .into_iter()
+            .collect::<Vec<_>>();
+        registrations.sort_by_key(|registration| (registration.topic, registration.location));
+        for pair in registrations.windows(2) {
+            if pair[0].topic == pair[1].topic {
+                return Err(DuplicateTopic {
+                    topic: pair[0].topic.to_owned(),
+                    first: pair[0].location.to_owned(),
+                    second: pair[1].location.to_owned(),
+                });
+            }
+        }
+        let builder = Self::builder(service, broker, store);
+        Ok(registrations
+            .into_iter()
+            .fold(builder, |builder, registration| {
+                (registration.register)(builder)
+            }))
     }
 
     /// The service name.
