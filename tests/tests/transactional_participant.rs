@@ -554,7 +554,7 @@ async fn an_unsettled_reservation_is_rejected_after_the_timeout() {
     let journal = Journal::default();
     let store = Arc::new(InMemoryParticipantStore::new());
     let flight = flight(&harness, store.clone(), &journal)
-        .reservation_timeout(Duration::from_millis(300))
+        .reservation_timeout(Duration::from_secs(1))
         .spawn()
         .await
         .expect("flight starts");
