@@ -1,4 +1,5 @@
-//! Attribute macros of the saga framework: `#[saga]`, `#[local_step]`, `#[remote_step]`.
+//! Attribute macros of the saga framework: `#[saga]`, `#[local_step]`, `#[remote_step]`,
+//! `#[transactional_command]`.
 //!
 //! Depend on `saga-runtime`, which re-exports them (feature `macros`, on by default) with their
 //! documentation. Generated code reaches the runtime through `::saga_runtime::__private` (or the
@@ -19,6 +20,7 @@
 //! UI tests of every rule: `tests/ui/macros` (run by `tests/tests/macros_ui.rs`).
 
 mod attr;
+mod command;
 mod errors;
 mod paths;
 mod saga;
@@ -42,4 +44,10 @@ pub fn remote_step(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn saga(args: TokenStream, item: TokenStream) -> TokenStream {
     saga::expand(args.into(), item.into()).into()
+}
+
+/// See `saga_runtime::transactional_command`.
+#[proc_macro_attribute]
+pub fn transactional_command(args: TokenStream, item: TokenStream) -> TokenStream {
+    command::expand(args.into(), item.into()).into()
 }

@@ -48,7 +48,8 @@
 //! The pieces, one module each: [`definition`] (builder, validation, fingerprint, Mermaid
 //! rendering), [`execution`] (the state machine), [`context`], [`message`], [`committer`]
 //! (two-phase commit), [`broker`], [`repository`], [`registry`] (sagas by name), [`manager`] (runs
-//! and resumes executions), [`participant`] (an in-process participant), [`request_scope`].
+//! and resumes executions), [`participant`] (an in-process participant), [`transactional`] (the
+//! participant side of the two-phase commit: commands with staged effects), [`request_scope`].
 
 pub mod broker;
 pub mod committer;
@@ -66,6 +67,7 @@ pub mod repository;
 pub mod request_scope;
 mod shard;
 mod step_def;
+pub mod transactional;
 
 pub use broker::{Broker, InProcessBroker};
 pub use committer::TransactionCommitter;
@@ -129,6 +131,21 @@ pub use saga_macros::remote_step;
 #[cfg(feature = "macros")]
 pub use saga_macros::saga;
 
+/// Registers an `async fn(CommandContext, Request) -> Result<Response, CommandError>` as the
+/// handler of a command topic of a transactional participant.
+///
+/// `#[transactional_command(topic = "BookFlight", on_commit = apply, on_reject = discard)]`:
+/// `topic` is required; `on_commit` / `on_reject` name `async fn(Settled)` callbacks that receive
+/// the effects this topic's commands staged when their transaction commits or is rejected; `crate`
+/// names the runtime when it is re-exported. The request and the response are serde types.
+///
+/// What it generates: the function is kept as written, and an `inventory` registration adds it
+/// (with its callbacks) to the builder made by
+/// [`TransactionalParticipant::from_inventory`](transactional::TransactionalParticipant::from_inventory).
+/// The handler and the callbacks are checked there, at their paths.
+#[cfg(feature = "macros")]
+pub use saga_macros::transactional_command;
+
 /// The README's examples, compiled as doctests so that they stay true.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
@@ -147,12 +164,13 @@ pub mod __private {
     pub use crate::message::{SagaRequest, SagaResponse};
     pub use crate::registry::{SagaRegistration, SagaType};
     pub use crate::step_def::*;
+    pub use crate::transactional::{CommandRegistration, TransactionalParticipantBuilder};
 }
 
 /// The names a saga author needs, in one import.
 pub mod prelude {
     #[cfg(feature = "macros")]
-    pub use crate::{local_step, remote_step, saga};
+    pub use crate::{local_step, remote_step, saga, transactional_command};
     pub use serde::{Deserialize, Serialize};
 
     pub use crate::{

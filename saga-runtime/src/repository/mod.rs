@@ -26,6 +26,8 @@ pub use memory::InMemoryRepository;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresRepository, PostgresRepositoryBuilder};
 #[cfg(feature = "sqlite")]
+pub(crate) use sqlite::MIGRATOR as SQLITE_MIGRATOR;
+#[cfg(feature = "sqlite")]
 pub use sqlite::{Durability, SqliteRepository, SqliteRepositoryBuilder};
 
 use crate::error::RepositoryError;

@@ -18,8 +18,10 @@ use super::codec::{corrupt, decode, encode, fingerprint, from_name, name_of, sto
 use crate::error::RepositoryError;
 use crate::execution::{ExecutionRecord, SagaStatus};
 
-/// The schema, embedded in the binary and applied when a repository opens a file.
-static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+/// The schema, embedded in the binary and applied when a repository opens a file. It includes the
+/// tables of the transactional participant's SQLite store (`0100_participant_effects.sql`), so a
+/// service may keep both in one file.
+pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// The columns `load` reads, in order.
 const SELECT_RECORD: &str = r#"SELECT saga, fingerprint, status, context, steps, paused_step,

@@ -1,0 +1,746 @@
+//! The participant side of the two-phase commit: commands whose effects stay tentative until their
+//! transaction is reserved and committed, or rejected.
+//!
+//! A [`TransactionalParticipant`] answers commands with handlers registered per topic. A command
+//! carries the `transactions` header (ids, comma-separated, outermost first); it runs inside the
+//! innermost one. What its handler [stages](CommandContext::stage) is kept in a
+//! [`ParticipantStore`] under that transaction, each effect under a conflict key, and nothing is
+//! applied yet. Then the saga's committer speaks to the service's transaction topics:
+//!
+//! - `_Reserve{Service}Transaction`: SUCCESS, unless another reserved transaction holds one of the
+//!   transaction's keys (ERROR). The answer is remembered: a repeated reserve answers the same.
+//! - `_Commit{Service}Transaction`: the `on_commit` callbacks receive the staged effects, which are
+//!   then removed; SUCCESS.
+//! - `_Reject{Service}Transaction`: the same with the `on_reject` callbacks.
+//!
+//! Commit and reject of a transaction that staged nothing (or was settled already) answer SUCCESS and
+//! call nothing, so a redelivered commit never applies an effect twice. A reservation that nobody
+//! settles within the [reservation timeout](TransactionalParticipantBuilder::reservation_timeout) is
+//! rejected by a sweeper task.
+//!
+//! A handler that fails with [`CommandError::Business`] is answered ERROR (400), with
+//! [`CommandError::System`] or a panic SYSTEM_ERROR (500); a failed command stages nothing. A
+//! reply carries the request's `saga` header and its `related_services` with this service added
+//! (and the services of any saga the handler ran, see [`RequestHeaders`]).
+//!
+//! Every delivery is acknowledged once handled. A message that cannot be understood (no valid
+//! `transactions` header on a command, a payload the handler's request type does not decode, no
+//! transaction id on a reserve/commit/reject) changes nothing: it is logged, counted in
+//! [`ParticipantStats::undecodable`], answered SYSTEM_ERROR (commands) or ERROR (transaction
+//! messages) when it names a reply topic, and acknowledged.
+//!
+//! The participant serializes its reserve, commit, reject and sweep work, so one instance never
+//! settles a transaction twice. The callbacks run before the effects are removed from the store:
+//! after a crash between the two, a redelivered commit runs them again (at least once).
+
+mod store;
+
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+pub use store::{InMemoryParticipantStore, ParticipantStore, ParticipantStoreError, StagedEffect};
+
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteParticipantStore;
+
+use crate::broker::{Broker, Delivery};
+use crate::committer::Phase;
+use crate::error::BrokerError;
+use crate::message::{BrokerMessage, SagaResponseStatus, header};
+use crate::request_scope::RequestHeaders;
+
+/// Why a command handler did not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// A business refusal: the reply is ERROR (400) and the saga's `on_error` (or its failure)
+    /// decides what follows.
+    #[error("{0}")]
+    Business(String),
+    /// A failure of the service: the reply is SYSTEM_ERROR (500).
+    #[error("{0}")]
+    System(String),
+}
+
+impl CommandError {
+    /// A business refusal.
+    pub fn business(message: impl std::fmt::Display) -> Self {
+        Self::Business(message.to_string())
+    }
+
+    /// A system failure.
+    pub fn system(message: impl std::fmt::Display) -> Self {
+        Self::System(message.to_string())
+    }
+
+    /// The reply status it is answered with.
+    pub fn status(&self) -> SagaResponseStatus {
+        match self {
+            Self::Business(_) => SagaResponseStatus::Error,
+            Self::System(_) => SagaResponseStatus::SystemError,
+        }
+    }
+}
+
+impl From<serde_json::Error> for CommandError {
+    fn from(error: serde_json::Error) -> Self {
+        Self::System(error.to_string())
+    }
+}
+
+/// What a command handler is given besides its request: the message, the transactions it runs in,
+/// and where to stage its effects.
+#[derive(Debug, Clone)]
+pub struct CommandContext {
+    message: Arc<BrokerMessage>,
+    transactions: Vec<Uuid>,
+    staged: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+impl CommandContext {
+    /// The command as received.
+    pub fn message(&self) -> &BrokerMessage {
+        &self.message
+    }
+
+    /// The transactions it runs in, outermost first (never empty).
+    pub fn transactions(&self) -> &[Uuid] {
+        &self.transactions
+    }
+
+    /// The transaction it joins: the innermost one.
+    pub fn transaction(&self) -> Uuid {
+        self.transactions.last().copied().unwrap_or_default()
+    }
+
+    /// Records a tentative effect under conflict key `key`: it is kept under
+    /// [`transaction`](Self::transaction) once the handler succeeds, and handed to the `on_commit`
+    /// or `on_reject` callbacks when the transaction settles.
+    pub fn stage(&self, key: impl Into<String>, effect: Value) {
+        self.staged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((key.into(), effect));
+    }
+
+    fn take_staged(&self) -> Vec<(String, Value)> {
+        std::mem::take(&mut *self.staged.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// A settled transaction, as the `on_commit` / `on_reject` callbacks receive it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settled {
+    /// The transaction.
+    pub transaction: Uuid,
+    /// Its staged effects, in the order they were staged (only the callback's topic's, for a
+    /// callback registered for one topic).
+    pub effects: Vec<StagedEffect>,
+}
+
+/// Counters of what a participant handled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ParticipantStats {
+    /// Commands answered (any status).
+    pub commands: u64,
+    /// Messages that could not be understood (acknowledged, changed nothing).
+    pub undecodable: u64,
+    /// Reservations granted.
+    pub reserved: u64,
+    /// Reservations refused.
+    pub refused: u64,
+    /// Transactions committed that had staged effects.
+    pub committed: u64,
+    /// Transactions rejected that had staged effects (expired ones included).
+    pub rejected: u64,
+    /// Reservations rejected by the sweeper.
+    pub expired: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    commands: AtomicU64,
+    undecodable: AtomicU64,
+    reserved: AtomicU64,
+    refused: AtomicU64,
+    committed: AtomicU64,
+    rejected: AtomicU64,
+    expired: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+type HandlerResult = Result<Result<Value, CommandError>, serde_json::Error>;
+type ErasedHandler =
+    Arc<dyn Fn(CommandContext, Value) -> BoxFuture<'static, HandlerResult> + Send + Sync>;
+type Callback = Arc<dyn Fn(Settled) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// Builds a [`TransactionalParticipant`].
+#[must_use = "call `spawn().await` to start the participant"]
+pub struct TransactionalParticipantBuilder {
+    service: String,
+    broker: Arc<dyn Broker>,
+    store: Arc<dyn ParticipantStore>,
+    handlers: BTreeMap<String, ErasedHandler>,
+    on_commit: Vec<(Option<String>, Callback)>,
+    on_reject: Vec<(Option<String>, Callback)>,
+    reservation_timeout: Duration,
+}
+
+impl TransactionalParticipantBuilder {
+    /// Answers commands on `topic` with `handler`: the payload decoded as `Req`, the response
+    /// encoded as the reply's content. A later handler for the same topic replaces the earlier.
+    pub fn command<Req, Resp, F, Fut>(mut self, topic: impl Into<String>, handler: F) -> Self
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + 'static,
+        F: Fn(CommandContext, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, CommandError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let erased: ErasedHandler = Arc::new(move |context, payload| {
+            let request = match Req::deserialize(payload) {
+                Ok(request) => request,
+                Err(error) => return Box::pin(async move { Err(error) }),
+            };
+            let future = handler(context, request);
+            Box::pin(async move {
+                Ok(match future.await {
+                    Ok(response) => serde_json::to_value(response).map_err(CommandError::from),
+                    Err(error) => Err(error),
+                })
+            })
+        });
+        self.handlers.insert(topic.into(), erased);
+        self
+    }
+
+    /// Calls `callback` with every committed transaction's staged effects.
+    pub fn on_commit<F, Fut>(mut self, callback: F) -> Self
+    where
+        F: Fn(Settled) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_commit.push((None, erase(callback)));
+        self
+    }
+
+    /// Calls `callback` with the effects staged by commands on `topic`, when their transaction
+    /// commits (not called when that topic staged nothing).
+    pub fn on_commit_of<F, Fut>(mut self, topic: impl Into<String>, callback: F) -> Self
+    where
+        F: Fn(Settled) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_commit.push((Some(topic.into()), erase(callback)));
+        self
+    }
+
+    /// Calls `callback` with every rejected transaction's staged effects (expired ones included).
+    pub fn on_reject<F, Fut>(mut self, callback: F) -> Self
+    where
+        F: Fn(Settled) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_reject.push((None, erase(callback)));
+        self
+    }
+
+    /// Calls `callback` with the effects staged by commands on `topic`, when their transaction is
+    /// rejected (not called when that topic staged nothing).
+    pub fn on_reject_of<F, Fut>(mut self, topic: impl Into<String>, callback: F) -> Self
+    where
+        F: Fn(Settled) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_reject.push((Some(topic.into()), erase(callback)));
+        self
+    }
+
+    /// How long a reservation may stay unsettled before the sweeper rejects it (default 60 s).
+    pub fn reservation_timeout(mut self, timeout: Duration) -> Self {
+        self.reservation_timeout = timeout;
+        self
+    }
+
+    /// Subscribes to its command topics and its reserve/commit/reject topics and starts answering.
+    pub async fn spawn(self) -> Result<TransactionalParticipant, BrokerError> {
+        let inner = Arc::new(Inner {
+            service: self.service,
+            broker: self.broker,
+            store: self.store,
+            on_commit: self.on_commit,
+            on_reject: self.on_reject,
+            settle: tokio::sync::Mutex::new(()),
+            counters: Counters::default(),
+        });
+        let mut tasks = Vec::new();
+        for (topic, handler) in self.handlers {
+            let mut subscription = inner.broker.subscribe(&topic).await?;
+            let inner = Arc::clone(&inner);
+            tasks.push(tokio::spawn(async move {
+                while let Some(delivery) = subscription.next().await {
+                    inner.command(&topic, &handler, delivery.message()).await;
+                    acknowledge(delivery).await;
+                }
+            }));
+        }
+        for phase in [Phase::Reserve, Phase::Commit, Phase::Reject] {
+            let mut subscription = inner.broker.subscribe(&phase.topic(&inner.service)).await?;
+            let inner = Arc::clone(&inner);
+            tasks.push(tokio::spawn(async move {
+                while let Some(delivery) = subscription.next().await {
+                    inner.transaction_message(phase, delivery.message()).await;
+                    acknowledge(delivery).await;
+                }
+            }));
+        }
+        let timeout = self.reservation_timeout;
+        let sweeper = Arc::clone(&inner);
+        tasks.push(tokio::spawn(async move {
+            let period = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
+            loop {
+                tokio::time::sleep(period).await;
+                sweeper.sweep(timeout).await;
+            }
+        }));
+        Ok(TransactionalParticipant { inner, tasks })
+    }
+}
+
+fn erase<F, Fut>(callback: F) -> Callback
+where
+    F: Fn(Settled) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    Arc::new(move |settled| Box::pin(callback(settled)))
+}
+
+async fn acknowledge(delivery: Delivery) {
+    let topic = delivery.message().topic.clone();
+    if let Err(error) = delivery.ack().await {
+        tracing::warn!(%topic, %error, "could not acknowledge a delivery");
+    }
+}
+
+/// A command handler as `inventory` collects it: its topic, where it was declared, and how to add
+/// it (with its callbacks) to a participant builder.
+///
+/// `#[transactional_command]` submits one per handler; by hand:
+/// `inventory::submit! { CommandRegistration::new("Topic", concat!(file!(), ":", line!()), register) }`
+/// (with `inventory` taken from `saga_runtime::__private`), `register` being a
+/// `fn(TransactionalParticipantBuilder) -> TransactionalParticipantBuilder`.
+pub struct CommandRegistration {
+    topic: &'static str,
+    location: &'static str,
+    register: fn(TransactionalParticipantBuilder) -> TransactionalParticipantBuilder,
+}
+
+impl CommandRegistration {
+    /// The registration of the handler of `topic`, declared at `location` (`file:line`).
+    pub const fn new(
+        topic: &'static str,
+        location: &'static str,
+        register: fn(TransactionalParticipantBuilder) -> TransactionalParticipantBuilder,
+    ) -> Self {
+        Self {
+            topic,
+            location,
+            register,
+        }
+    }
+
+    /// The command topic.
+    pub fn topic(&self) -> &'static str {
+        self.topic
+    }
+
+    /// Where it was declared (`file:line`).
+    pub fn location(&self) -> &'static str {
+        self.location
+    }
+}
+
+impl std::fmt::Debug for CommandRegistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandRegistration")
+            .field("topic", &self.topic)
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+inventory::collect!(CommandRegistration);
+
+/// Two registered handlers claim one command topic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("two transactional command handlers for topic `{topic}`: {first} and {second}")]
+pub struct DuplicateTopic {
+    /// The topic.
+    pub topic: String,
+    /// Where the first handler was declared.
+    pub first: String,
+    /// Where the second handler was declared.
+    pub second: String,
+}
+
+/// A running transactional participant; dropping it stops it.
+pub struct TransactionalParticipant {
+    inner: Arc<Inner>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl TransactionalParticipant {
+    /// Starts building participant `service` on `broker`, keeping staged effects in `store`.
+    pub fn builder(
+        service: impl Into<String>,
+        broker: Arc<dyn Broker>,
+        store: Arc<dyn ParticipantStore>,
+    ) -> TransactionalParticipantBuilder {
+        TransactionalParticipantBuilder {
+            service: service.into(),
+            broker,
+            store,
+            handlers: BTreeMap::new(),
+            on_commit: Vec::new(),
+            on_reject: Vec::new(),
+            reservation_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Starts building participant `service` with every handler registered by
+    /// `#[transactional_command]` in the crates linked into this binary (in topic order), with their
+    /// callbacks. More handlers, callbacks and settings may be added to the builder.
+    ///
+    /// Only crates linked into the binary are seen (a crate of handlers the binary never references
+    /// by name must be named with `use my_handlers as _;`).
+    pub fn from_inventory(
+        service: impl Into<String>,
+        broker: Arc<dyn Broker>,
+        store: Arc<dyn ParticipantStore>,
+    ) -> Result<TransactionalParticipantBuilder, DuplicateTopic> {
+        let mut registrations = inventory::iter::<CommandRegistration>
+            .into_iter()
+            .collect::<Vec<_>>();
+        registrations.sort_by_key(|registration| (registration.topic, registration.location));
+        for pair in registrations.windows(2) {
+            if pair[0].topic == pair[1].topic {
+                return Err(DuplicateTopic {
+                    topic: pair[0].topic.to_owned(),
+                    first: pair[0].location.to_owned(),
+                    second: pair[1].location.to_owned(),
+                });
+            }
+        }
+        let builder = Self::builder(service, broker, store);
+        Ok(registrations
+            .into_iter()
+            .fold(builder, |builder, registration| {
+                (registration.register)(builder)
+            }))
+    }
+
+    /// The service name.
+    pub fn service(&self) -> &str {
+        &self.inner.service
+    }
+
+    /// Its store.
+    pub fn store(&self) -> &Arc<dyn ParticipantStore> {
+        &self.inner.store
+    }
+
+    /// What it handled so far.
+    pub fn stats(&self) -> ParticipantStats {
+        let counters = &self.inner.counters;
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        ParticipantStats {
+            commands: read(&counters.commands),
+            undecodable: read(&counters.undecodable),
+            reserved: read(&counters.reserved),
+            refused: read(&counters.refused),
+            committed: read(&counters.committed),
+            rejected: read(&counters.rejected),
+            expired: read(&counters.expired),
+        }
+    }
+}
+
+impl Drop for TransactionalParticipant {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for TransactionalParticipant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransactionalParticipant")
+            .field("service", &self.inner.service)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    service: String,
+    broker: Arc<dyn Broker>,
+    store: Arc<dyn ParticipantStore>,
+    on_commit: Vec<(Option<String>, Callback)>,
+    on_reject: Vec<(Option<String>, Callback)>,
+    /// Serializes reserve, commit, reject and sweep.
+    settle: tokio::sync::Mutex<()>,
+    counters: Counters,
+}
+
+/// The `transactions` header as ids, outermost first; `None` when absent, empty or malformed.
+pub fn parse_transactions(message: &BrokerMessage) -> Option<Vec<Uuid>> {
+    let value = message.headers.get(header::TRANSACTIONS)?;
+    let ids = value
+        .split(',')
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(Uuid::parse_str)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    (!ids.is_empty()).then_some(ids)
+}
+
+/// The transaction a reserve/commit/reject message is about: its `transaction` header, else its
+/// payload.
+fn transaction_of(message: &BrokerMessage) -> Option<Uuid> {
+    match message.headers.get(header::TRANSACTION) {
+        Some(value) => Uuid::parse_str(value).ok(),
+        None => message
+            .payload
+            .as_str()
+            .and_then(|value| Uuid::parse_str(value).ok()),
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|message| (*message).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic".to_owned())
+}
+
+impl Inner {
+    async fn reply(&self, request: &BrokerMessage, status: SagaResponseStatus, content: Value) {
+        let Some(reply) = request.reply(&self.service, status, content) else {
+            return;
+        };
+        if let Err(error) = self.broker.publish(reply).await {
+            tracing::warn!(topic = %request.topic, %error, "could not publish a reply");
+        }
+    }
+
+    async fn command(&self, topic: &str, handler: &ErasedHandler, message: &BrokerMessage) {
+        let Some(transactions) = parse_transactions(message) else {
+            bump(&self.counters.undecodable);
+            tracing::warn!(%topic, id = %message.id, "a command without a valid `transactions` header");
+            let content = Value::String("no valid `transactions` header".to_owned());
+            self.reply(message, SagaResponseStatus::SystemError, content)
+                .await;
+            return;
+        };
+        let context = CommandContext {
+            message: Arc::new(message.clone()),
+            transactions,
+            staged: Arc::default(),
+        };
+        let transaction = context.transaction();
+        let scope = RequestHeaders::new(message.headers.clone());
+        let run = {
+            let (handler, context, payload) = (
+                Arc::clone(handler),
+                context.clone(),
+                message.payload.clone(),
+            );
+            async move {
+                let future =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| handler(context, payload)))?;
+                AssertUnwindSafe(future).catch_unwind().await
+            }
+        };
+        let outcome = scope.clone().scope(run).await;
+        let (status, content) = match outcome {
+            Err(panic) => {
+                let message = format!("the handler panicked: {}", panic_message(&*panic));
+                tracing::error!(%topic, %transaction, "{message}");
+                (SagaResponseStatus::SystemError, Value::String(message))
+            }
+            Ok(Err(error)) => {
+                bump(&self.counters.undecodable);
+                tracing::warn!(%topic, id = %message.id, %error, "a command payload that does not decode");
+                let content = format!("the request does not decode: {error}");
+                (SagaResponseStatus::SystemError, Value::String(content))
+            }
+            Ok(Ok(Err(error))) => (error.status(), Value::String(error.to_string())),
+            Ok(Ok(Ok(response))) => {
+                let effects = context
+                    .take_staged()
+                    .into_iter()
+                    .map(|(key, effect)| StagedEffect {
+                        topic: topic.to_owned(),
+                        key,
+                        effect,
+                    })
+                    .collect::<Vec<_>>();
+                match self.store.stage(transaction, &effects).await {
+                    Ok(()) => (SagaResponseStatus::Success, response),
+                    Err(error) => {
+                        tracing::error!(%topic, %transaction, %error, "could not stage the effects");
+                        (
+                            SagaResponseStatus::SystemError,
+                            Value::String(error.to_string()),
+                        )
+                    }
+                }
+            }
+        };
+        bump(&self.counters.commands);
+        // The reply names the services the handler's own sagas reached, if any.
+        let mut request = message.clone();
+        if let Some(related) = scope.snapshot().remove(header::RELATED_SERVICES) {
+            request
+                .headers
+                .insert(header::RELATED_SERVICES.to_owned(), related);
+        }
+        self.reply(&request, status, content).await;
+    }
+
+    async fn transaction_message(&self, phase: Phase, message: &BrokerMessage) {
+        let Some(transaction) = transaction_of(message) else {
+            bump(&self.counters.undecodable);
+            tracing::warn!(topic = %message.topic, id = %message.id, "a transaction message without a transaction id");
+            let content = Value::String("no transaction id".to_owned());
+            self.reply(message, SagaResponseStatus::Error, content)
+                .await;
+            return;
+        };
+        let _settling = self.settle.lock().await;
+        let (status, content) = match phase {
+            Phase::Reserve => match self.store.reserve(transaction).await {
+                Ok(()) => {
+                    bump(&self.counters.reserved);
+                    (SagaResponseStatus::Success, Value::Null)
+                }
+                Err(error @ ParticipantStoreError::Conflict { .. }) => {
+                    bump(&self.counters.refused);
+                    tracing::info!(%transaction, %error, "reservation refused");
+                    (SagaResponseStatus::Error, Value::String(error.to_string()))
+                }
+                Err(error) => {
+                    tracing::error!(%transaction, %error, "reservation failed");
+                    (
+                        SagaResponseStatus::SystemError,
+                        Value::String(error.to_string()),
+                    )
+                }
+            },
+            Phase::Commit | Phase::Reject => match self.settle(phase, transaction).await {
+                Ok(()) => (SagaResponseStatus::Success, Value::Null),
+                Err(error) => (SagaResponseStatus::SystemError, Value::String(error)),
+            },
+        };
+        self.reply(message, status, content).await;
+    }
+
+    /// Commits or rejects `transaction`: runs the callbacks on its staged effects, then removes them.
+    /// The caller holds the settle lock.
+    async fn settle(&self, phase: Phase, transaction: Uuid) -> Result<(), String> {
+        let effects = self.store.staged(transaction).await.map_err(|error| {
+            tracing::error!(%transaction, %error, "could not read the staged effects");
+            error.to_string()
+        })?;
+        if !effects.is_empty() {
+            let callbacks = if phase == Phase::Commit {
+                &self.on_commit
+            } else {
+                &self.on_reject
+            };
+            for (topic, callback) in callbacks {
+                let effects = match topic {
+                    None => effects.clone(),
+                    Some(topic) => effects
+                        .iter()
+                        .filter(|effect| &effect.topic == topic)
+                        .cloned()
+                        .collect(),
+                };
+                if topic.is_some() && effects.is_empty() {
+                    continue;
+                }
+                let settled = Settled {
+                    transaction,
+                    effects,
+                };
+                let call = std::panic::catch_unwind(AssertUnwindSafe(|| callback(settled)));
+                let result = match call {
+                    Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+                    Err(panic) => Err(panic),
+                };
+                if let Err(panic) = result {
+                    let message = format!(
+                        "the {phase:?} callback panicked: {}",
+                        panic_message(&*panic)
+                    );
+                    tracing::error!(%transaction, "{message}; the effects stay staged");
+                    return Err(message);
+                }
+            }
+        }
+        self.store.take(transaction).await.map_err(|error| {
+            tracing::error!(%transaction, %error, "could not remove the settled effects");
+            error.to_string()
+        })?;
+        if !effects.is_empty() {
+            bump(if phase == Phase::Commit {
+                &self.counters.committed
+            } else {
+                &self.counters.rejected
+            });
+        }
+        Ok(())
+    }
+
+    /// Rejects the reservations older than `timeout`.
+    async fn sweep(&self, timeout: Duration) {
+        let before = SystemTime::now()
+            .checked_sub(timeout)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let _settling = self.settle.lock().await;
+        let expired = match self.store.expired_reservations(before).await {
+            Ok(expired) => expired,
+            Err(error) => {
+                tracing::warn!(%error, "could not list the expired reservations");
+                return;
+            }
+        };
+        for transaction in expired {
+            tracing::warn!(%transaction, ?timeout, "rejecting a reservation nobody settled");
+            if self.settle(Phase::Reject, transaction).await.is_ok() {
+                bump(&self.counters.expired);
+            }
+        }
+    }
+}

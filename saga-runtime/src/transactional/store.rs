@@ -1,0 +1,194 @@
+//! Where a transactional participant keeps its staged effects until the transaction settles.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// One tentative effect of a command: what it would do once its transaction commits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StagedEffect {
+    /// The command topic whose handler staged it.
+    pub topic: String,
+    /// The conflict key: two reserved transactions never hold the same key.
+    pub key: String,
+    /// The effect, as the handler described it.
+    pub effect: Value,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParticipantStoreError {
+    /// Reserve only: another reserved transaction holds one of the transaction's keys.
+    #[error("key `{key}` is held by the reserved transaction {holder}")]
+    Conflict {
+        /// The contested key.
+        key: String,
+        /// The reserved transaction that holds it.
+        holder: Uuid,
+    },
+    /// The storage failed.
+    #[error("participant storage failed: {0}")]
+    Storage(Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+/// The participant's own database of staged effects.
+///
+/// Each transaction's effects stay here from the command that staged them until the transaction is
+/// committed or rejected. A reservation is remembered with its answer, so a repeated reserve answers
+/// as the first one did.
+#[async_trait]
+pub trait ParticipantStore: Send + Sync + 'static {
+    /// Adds `effects` to `transaction`'s staged effects (atomically: all or none).
+    async fn stage(
+        &self,
+        transaction: Uuid,
+        effects: &[StagedEffect],
+    ) -> Result<(), ParticipantStoreError>;
+
+    /// Reserves `transaction`: fails with [`ParticipantStoreError::Conflict`] when another reserved
+    /// transaction holds one of its keys. The answer is remembered: reserving again answers the same.
+    async fn reserve(&self, transaction: Uuid) -> Result<(), ParticipantStoreError>;
+
+    /// `transaction`'s staged effects, in the order they were staged, left in place.
+    async fn staged(&self, transaction: Uuid) -> Result<Vec<StagedEffect>, ParticipantStoreError>;
+
+    /// Removes `transaction`'s staged effects and reservation (commit or reject), returning the
+    /// effects in the order they were staged; nothing for an unknown transaction.
+    async fn take(&self, transaction: Uuid) -> Result<Vec<StagedEffect>, ParticipantStoreError>;
+
+    /// The transactions asked to reserve (whatever the answer) before `before` and not settled
+    /// since.
+    async fn expired_reservations(
+        &self,
+        before: SystemTime,
+    ) -> Result<Vec<Uuid>, ParticipantStoreError>;
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+pub(crate) fn unix_ms(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Clone)]
+struct Reservation {
+    /// `None`: reserved; `Some`: refused by this conflict.
+    refused: Option<(String, Uuid)>,
+    at: SystemTime,
+}
+
+#[derive(Debug, Default)]
+struct MemoryState {
+    effects: BTreeMap<Uuid, Vec<StagedEffect>>,
+    reservations: BTreeMap<Uuid, Reservation>,
+}
+
+/// A [`ParticipantStore`] in memory: for tests and for services whose tentative work may be lost
+/// with the process.
+#[derive(Debug, Default)]
+pub struct InMemoryParticipantStore {
+    state: Mutex<MemoryState>,
+}
+
+impl InMemoryParticipantStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, MemoryState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl ParticipantStore for InMemoryParticipantStore {
+    async fn stage(
+        &self,
+        transaction: Uuid,
+        effects: &[StagedEffect],
+    ) -> Result<(), ParticipantStoreError> {
+        if !effects.is_empty() {
+            self.state()
+                .effects
+                .entry(transaction)
+                .or_default()
+                .extend(effects.iter().cloned());
+        }
+        Ok(())
+    }
+
+    async fn reserve(&self, transaction: Uuid) -> Result<(), ParticipantStoreError> {
+        let mut state = self.state();
+        if let Some(reservation) = state.reservations.get(&transaction) {
+            return match &reservation.refused {
+                None => Ok(()),
+                Some((key, holder)) => Err(ParticipantStoreError::Conflict {
+                    key: key.clone(),
+                    holder: *holder,
+                }),
+            };
+        }
+        let mut refused = None;
+        if let Some(mine) = state.effects.get(&transaction) {
+            'search: for effect in mine {
+                for (holder, reservation) in &state.reservations {
+                    if *holder == transaction || reservation.refused.is_some() {
+                        continue;
+                    }
+                    let held = state.effects.get(holder).into_iter().flatten();
+                    if held.into_iter().any(|other| other.key == effect.key) {
+                        refused = Some((effect.key.clone(), *holder));
+                        break 'search;
+                    }
+                }
+            }
+        }
+        state.reservations.insert(
+            transaction,
+            Reservation {
+                refused: refused.clone(),
+                at: SystemTime::now(),
+            },
+        );
+        match refused {
+            None => Ok(()),
+            Some((key, holder)) => Err(ParticipantStoreError::Conflict { key, holder }),
+        }
+    }
+
+    async fn staged(&self, transaction: Uuid) -> Result<Vec<StagedEffect>, ParticipantStoreError> {
+        Ok(self
+            .state()
+            .effects
+            .get(&transaction)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn take(&self, transaction: Uuid) -> Result<Vec<StagedEffect>, ParticipantStoreError> {
+        let mut state = self.state();
+        state.reservations.remove(&transaction);
+        Ok(state.effects.remove(&transaction).unwrap_or_default())
+    }
+
+    async fn expired_reservations(
+        &self,
+        before: SystemTime,
+    ) -> Result<Vec<Uuid>, ParticipantStoreError> {
+        Ok(self
+            .state()
+            .reservations
+            .iter()
+            .filter(|(_, reservation)| reservation.at < before)
+            .map(|(transaction, _)| *transaction)
+            .collect())
+    }
+}
