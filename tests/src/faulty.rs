@@ -33,10 +33,12 @@ impl DyingRepository {
     }
 }
 
-/// Fails every store while it is down.
+/// Fails every store while it is down, and the next stores it is told to fail.
 pub struct Outage {
     inner: Arc<dyn SagaExecutionRepository>,
     down: AtomicBool,
+    fail_next: AtomicUsize,
+    attempts: AtomicUsize,
     refused: AtomicUsize,
 }
 
@@ -46,8 +48,20 @@ impl Outage {
         Arc::new(Self {
             inner,
             down: AtomicBool::new(false),
+            fail_next: AtomicUsize::new(0),
+            attempts: AtomicUsize::new(0),
             refused: AtomicUsize::new(0),
         })
+    }
+
+    /// Fails the next `count` stores (a database that is briefly busy).
+    pub fn fail_next_stores(&self, count: usize) {
+        self.fail_next.store(count, Ordering::SeqCst);
+    }
+
+    /// How many stores were attempted, refused ones included.
+    pub fn attempts(&self) -> usize {
+        self.attempts.load(Ordering::SeqCst)
     }
 
     /// Takes the database down (every store fails) or brings it back.
@@ -110,7 +124,14 @@ impl SagaExecutionRepository for DyingRepository {
 #[async_trait]
 impl SagaExecutionRepository for Outage {
     async fn store(&self, record: &ExecutionRecord) -> Result<u64, RepositoryError> {
-        if self.down.load(Ordering::SeqCst) {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        let failing_next = self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok();
+        if failing_next || self.down.load(Ordering::SeqCst) {
             self.refused.fetch_add(1, Ordering::SeqCst);
             return Err(RepositoryError::Storage(Box::new(std::io::Error::other(
                 "connection refused",

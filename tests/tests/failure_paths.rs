@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use saga_runtime::broker::Broker;
 use saga_runtime::definition::Branch;
-use saga_runtime::error::RepositoryError;
 use saga_runtime::execution::{ExecutionRecord, ReplyRejection, StepExecution};
 use saga_runtime::manager::{ReplyOutcome, ReplyStats};
 use saga_runtime::message::BrokerMessage;
 use saga_runtime::prelude::*;
+use saga_tests::faulty::Outage;
 use saga_tests::{Harness, eventually, reply_to};
 use serde_json::json;
 use uuid::Uuid;
@@ -663,77 +663,11 @@ async fn a_manual_rollback_hands_the_errored_execution_to_a_waiting_run_without_
     );
 }
 
-/// An in-memory repository whose next `store` calls fail with a storage error when armed.
-#[derive(Debug, Default)]
-struct FlakyRepository {
-    inner: InMemoryRepository,
-    fail_next: AtomicUsize,
-    stores: AtomicUsize,
-    failures: AtomicUsize,
-}
-
-impl FlakyRepository {
-    fn fail_next_stores(&self, count: usize) {
-        self.fail_next.store(count, Ordering::SeqCst);
-    }
-}
-
-#[async_trait::async_trait]
-impl SagaExecutionRepository for FlakyRepository {
-    async fn store(&self, record: &ExecutionRecord) -> Result<u64, RepositoryError> {
-        self.stores.fetch_add(1, Ordering::SeqCst);
-        let armed = self
-            .fail_next
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
-                left.checked_sub(1)
-            })
-            .is_ok();
-        if armed {
-            self.failures.fetch_add(1, Ordering::SeqCst);
-            return Err(RepositoryError::Storage(Box::new(std::io::Error::other(
-                "the disk is busy",
-            ))));
-        }
-        self.inner.store(record).await
-    }
-
-    async fn load(&self, id: Uuid) -> Result<ExecutionRecord, RepositoryError> {
-        self.inner.load(id).await
-    }
-
-    async fn delete(&self, id: Uuid) -> Result<(), RepositoryError> {
-        self.inner.delete(id).await
-    }
-
-    async fn mark_published(&self, id: Uuid, version: u64) -> Result<bool, RepositoryError> {
-        self.inner.mark_published(id, version).await
-    }
-
-    async fn list_recoverable(
-        &self,
-        after: Option<Uuid>,
-        limit: usize,
-    ) -> Result<Vec<Uuid>, RepositoryError> {
-        self.inner.list_recoverable(after, limit).await
-    }
-
-    async fn list_by_status(&self, status: SagaStatus) -> Result<Vec<Uuid>, RepositoryError> {
-        self.inner.list_by_status(status).await
-    }
-
-    async fn list_by_saga(&self, saga: &str) -> Result<Vec<Uuid>, RepositoryError> {
-        self.inner.list_by_saga(saga).await
-    }
-
-    async fn delete_finished_before(&self, before_ms: u64) -> Result<u64, RepositoryError> {
-        self.inner.delete_finished_before(before_ms).await
-    }
-}
-
-/// A manager of service `order` on `broker` with a [`FlakyRepository`], that does not retry failed
-/// stores itself (so that a failure reaches the reply listener, which asks for a redelivery).
-async fn flaky_manager(broker: &InProcessBroker) -> (SagaManager, Arc<FlakyRepository>) {
-    let repository = Arc::new(FlakyRepository::default());
+/// A manager of service `order` on `broker` with an [`Outage`] over an in-memory repository, that
+/// does not retry failed stores itself (so that a failure reaches the reply listener, which asks
+/// for a redelivery).
+async fn flaky_manager(broker: &InProcessBroker) -> (SagaManager, Arc<Outage>) {
+    let repository = Outage::new(Arc::new(InMemoryRepository::new()));
     let manager = SagaManager::builder("order")
         .shared_broker(Arc::new(broker.clone()))
         .shared_repository(repository.clone())
@@ -786,7 +720,7 @@ async fn a_reply_whose_store_fails_transiently_is_redelivered_and_applied_once()
         .expect("the saga pauses")
         .id();
     // The claim (before any handler runs) and the pause.
-    assert_eq!(repository.stores.load(Ordering::SeqCst), 2);
+    assert_eq!(repository.attempts(), 2);
     let ticket = last_command(&broker, "CreateTicket");
 
     repository.fail_next_stores(1);
@@ -810,9 +744,9 @@ async fn a_reply_whose_store_fails_transiently_is_redelivered_and_applied_once()
             failed: 1,
         }
     );
-    assert_eq!(repository.failures.load(Ordering::SeqCst), 1);
+    assert_eq!(repository.refused(), 1);
     // The failed claim, then the claim and the pause of the redelivered reply.
-    assert_eq!(repository.stores.load(Ordering::SeqCst), 5);
+    assert_eq!(repository.attempts(), 5);
     let execution = manager
         .load(Arc::clone(&saga), id)
         .await
