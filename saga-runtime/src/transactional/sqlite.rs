@@ -70,6 +70,16 @@ fn effect_of(row: &sqlx::sqlite::SqliteRow) -> Result<StagedEffect, ParticipantS
     })
 }
 
+/// A transaction that holds the file's write lock from its start (`BEGIN IMMEDIATE`, waiting up to
+/// the busy timeout for it). A deferred transaction that reads before it writes could not upgrade
+/// its read to a write once another connection wrote in between (`SQLITE_BUSY`, which the busy
+/// timeout does not wait out), and the check it read would be stale anyway.
+async fn write_transaction(
+    pool: &SqlitePool,
+) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, ParticipantStoreError> {
+    pool.begin_with("BEGIN IMMEDIATE").await.map_err(storage)
+}
+
 fn uuid_of(text: &str) -> Result<Uuid, ParticipantStoreError> {
     Uuid::from_str(text).map_err(storage)
 }
@@ -85,7 +95,7 @@ impl ParticipantStore for SqliteParticipantStore {
             return Ok(());
         }
         let now = unix_ms(SystemTime::now());
-        let mut tx = self.pool.begin().await.map_err(storage)?;
+        let mut tx = write_transaction(&self.pool).await?;
         for effect in effects {
             let encoded = serde_json::to_string(&effect.effect).map_err(storage)?;
             sqlx::query(
@@ -106,7 +116,7 @@ impl ParticipantStore for SqliteParticipantStore {
 
     async fn reserve(&self, transaction: Uuid) -> Result<(), ParticipantStoreError> {
         let id = transaction.to_string();
-        let mut tx = self.pool.begin().await.map_err(storage)?;
+        let mut tx = write_transaction(&self.pool).await?;
         let earlier = sqlx::query(
             "SELECT reserved, conflict_key, conflict_holder FROM participant_reservations \
              WHERE transaction_id = ?1",
@@ -184,7 +194,7 @@ impl ParticipantStore for SqliteParticipantStore {
 
     async fn take(&self, transaction: Uuid) -> Result<Vec<StagedEffect>, ParticipantStoreError> {
         let id = transaction.to_string();
-        let mut tx = self.pool.begin().await.map_err(storage)?;
+        let mut tx = write_transaction(&self.pool).await?;
         let rows = sqlx::query(
             "SELECT topic, effect_key, effect FROM participant_effects \
              WHERE transaction_id = ?1 ORDER BY seq",
