@@ -4,6 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use saga_runtime::repository::{PostgresRepository, PostgresRepositoryBuilder};
+use saga_runtime::transactional::{PostgresParticipantStore, PostgresParticipantStoreBuilder};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use uuid::Uuid;
@@ -109,6 +110,20 @@ impl TestDatabase {
             .connect()
             .await
             .expect("the repository connects to the test schema")
+    }
+
+    /// A participant store builder on the test's schema.
+    pub fn participant_builder(&self) -> PostgresParticipantStoreBuilder {
+        PostgresParticipantStore::builder(&self.url).schema(&self.schema)
+    }
+
+    /// A new participant store on the test's schema (its tables are created by the first store or
+    /// repository).
+    pub async fn participant_store(&self) -> PostgresParticipantStore {
+        self.participant_builder()
+            .connect()
+            .await
+            .expect("the participant store connects to the test schema")
     }
 
     /// A plain pool on the test's schema, beside the repositories, to inspect or damage rows.

@@ -1,23 +1,166 @@
 //! The participant side of the two-phase commit: `TransactionalParticipant` stages the effects of
 //! its commands under the command's innermost transaction and applies them (`on_commit`) or drops
 //! them (`on_reject`) when the saga's committer settles the transaction; conflicting reservations,
-//! panicking handlers, unsettled reservations, garbage messages and the SQLite store.
+//! panicking handlers, unsettled reservations, garbage messages and redelivered commands. The tests
+//! of the participant run on every store (in memory, SQLite, PostgreSQL, the last against the server
+//! named by `SAGA_TEST_POSTGRES_URL`, skipped without one outside CI); the durable stores also keep
+//! their state across reopening, and PostgreSQL stores sharing one schema stay consistent when they
+//! reserve or stage at once.
 
+use std::ops::Deref;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use saga_runtime::broker::Subscription;
 use saga_runtime::committer::{Phase, TransactionCommitter};
 use saga_runtime::message::{BrokerMessage, header};
 use saga_runtime::prelude::*;
 use saga_runtime::transactional::{
-    CommandContext, CommandError, InMemoryParticipantStore, ParticipantStore,
-    ParticipantStoreError, Settled, SqliteParticipantStore, StagedEffect, TransactionalParticipant,
-    TransactionalParticipantBuilder,
+    CommandAnswer, CommandContext, CommandError, InMemoryParticipantStore, ParticipantStore,
+    ParticipantStoreError, PostgresParticipantStore, Settled, SqliteParticipantStore, StagedEffect,
+    Staging, TransactionalParticipant, TransactionalParticipantBuilder,
 };
-use saga_tests::{Harness, eventually};
+use saga_tests::{Harness, TestDatabase, eventually};
 use serde_json::{Value, json};
+use tokio::sync::Barrier;
 use uuid::Uuid;
+
+/// The stores the tests run on.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Memory,
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each test body `name(backend)` on every store, as the tests `name::in_memory`,
+/// `name::sqlite` and `name::postgres`.
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn in_memory() {
+                super::$name(super::Backend::Memory).await;
+            }
+
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await;
+            }
+        }
+    )*};
+}
+
+/// Runs each test body `name(backend)` on the stores that outlive the process, as the tests
+/// `name::sqlite` and `name::postgres`.
+macro_rules! on_durable_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await;
+            }
+        }
+    )*};
+}
+
+/// Where one service's store lives: a store opened on it again finds what the earlier ones kept.
+enum Place {
+    Memory(Arc<InMemoryParticipantStore>),
+    Sqlite(PathBuf),
+    Postgres(TestDatabase),
+}
+
+/// A store opened on a [`Place`].
+#[derive(Clone)]
+enum Store {
+    Memory(Arc<InMemoryParticipantStore>),
+    Sqlite(Arc<SqliteParticipantStore>),
+    Postgres(Arc<PostgresParticipantStore>),
+}
+
+impl Place {
+    /// A fresh place; `None` (the test returns) when there is no PostgreSQL server outside CI.
+    async fn new(backend: Backend) -> Option<Self> {
+        Some(match backend {
+            Backend::Memory => Self::Memory(Arc::new(InMemoryParticipantStore::new())),
+            Backend::Sqlite => Self::Sqlite(temporary_file("participant-store")),
+            Backend::Postgres => Self::Postgres(TestDatabase::connect().await?),
+        })
+    }
+
+    /// A store on it: the same one in memory, a new connection to the file or the schema otherwise.
+    async fn open(&self) -> Store {
+        match self {
+            Self::Memory(store) => Store::Memory(Arc::clone(store)),
+            Self::Sqlite(path) => Store::Sqlite(Arc::new(
+                SqliteParticipantStore::open(path).await.expect("opens"),
+            )),
+            Self::Postgres(db) => Store::Postgres(Arc::new(db.participant_store().await)),
+        }
+    }
+
+    /// Deletes the file or drops the schema.
+    async fn remove(self) {
+        match self {
+            Self::Memory(_) => {}
+            Self::Sqlite(path) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut file = path.clone().into_os_string();
+                    file.push(suffix);
+                    let _ = std::fs::remove_file(file);
+                }
+            }
+            Self::Postgres(db) => db.drop().await,
+        }
+    }
+}
+
+impl Store {
+    fn shared(&self) -> Arc<dyn ParticipantStore> {
+        match self {
+            Self::Memory(store) => store.clone(),
+            Self::Sqlite(store) => store.clone(),
+            Self::Postgres(store) => store.clone(),
+        }
+    }
+
+    /// Closes its connections (nothing in memory).
+    async fn close(&self) {
+        match self {
+            Self::Memory(_) => {}
+            Self::Sqlite(store) => store.close().await,
+            Self::Postgres(store) => store.close().await,
+        }
+    }
+}
+
+impl Deref for Store {
+    type Target = dyn ParticipantStore;
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Self::Memory(store) => &**store,
+            Self::Sqlite(store) => &**store,
+            Self::Postgres(store) => &**store,
+        }
+    }
+}
+
+fn temporary_file(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("{name}-{}.db", Uuid::new_v4().simple()))
+}
 
 /// The saga's state: a trip booked with the `flight` and `hotel` services.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -204,33 +347,52 @@ fn hotel(
 struct Services {
     flight: TransactionalParticipant,
     hotel: TransactionalParticipant,
-    flight_store: Arc<InMemoryParticipantStore>,
-    hotel_store: Arc<InMemoryParticipantStore>,
+    flight_store: Store,
+    hotel_store: Store,
+    /// Where the stores live: one place per service.
+    places: Vec<Place>,
     journal: Journal,
     cancelled: Arc<Mutex<u32>>,
     /// The saga's own service, taking part in its transactions.
     _order: Vec<saga_runtime::participant::InProcessParticipant>,
 }
 
-async fn services(harness: &Harness) -> Services {
+/// The flight and hotel services, each with a store of its own on `backend`; `None` when the
+/// backend is missing (the test returns).
+async fn services(harness: &Harness, backend: Backend) -> Option<Services> {
     let journal = Journal::default();
     let cancelled = Arc::new(Mutex::new(0));
-    let flight_store = Arc::new(InMemoryParticipantStore::new());
-    let hotel_store = Arc::new(InMemoryParticipantStore::new());
-    Services {
-        flight: flight(harness, flight_store.clone(), &journal)
+    let places = vec![Place::new(backend).await?, Place::new(backend).await?];
+    let flight_store = places[0].open().await;
+    let hotel_store = places[1].open().await;
+    Some(Services {
+        flight: flight(harness, flight_store.shared(), &journal)
             .spawn()
             .await
             .expect("flight starts"),
-        hotel: hotel(harness, hotel_store.clone(), &journal, &cancelled)
+        hotel: hotel(harness, hotel_store.shared(), &journal, &cancelled)
             .spawn()
             .await
             .expect("hotel starts"),
         flight_store,
         hotel_store,
+        places,
         journal,
         cancelled,
         _order: harness.accepting(&["order"]).await,
+    })
+}
+
+impl Services {
+    /// Stops the services and removes their stores.
+    async fn finish(self) {
+        drop(self.flight);
+        drop(self.hotel);
+        self.flight_store.close().await;
+        self.hotel_store.close().await;
+        for place in self.places {
+            place.remove().await;
+        }
     }
 }
 
@@ -266,10 +428,11 @@ fn sorted(
     journal
 }
 
-#[tokio::test]
-async fn a_finished_saga_commits_the_staged_effects_of_both_participants_once() {
+async fn a_finished_saga_commits_the_staged_effects_of_both_participants_once(backend: Backend) {
     let harness = Harness::new().await;
-    let services = services(&harness).await;
+    let Some(services) = services(&harness, backend).await else {
+        return;
+    };
 
     let execution = run(&harness, trip("12A", 40), RunOptions::new()).await;
 
@@ -327,12 +490,14 @@ async fn a_finished_saga_commits_the_staged_effects_of_both_participants_once() 
     assert_eq!(services.flight.stats().committed, 1);
     assert_eq!(services.hotel.stats().committed, 1);
     assert_eq!(services.flight.stats().rejected, 0);
+    services.finish().await;
 }
 
-#[tokio::test]
-async fn a_refused_step_compensates_and_both_participants_reject() {
+async fn a_refused_step_compensates_and_both_participants_reject(backend: Backend) {
     let harness = Harness::new().await;
-    let services = services(&harness).await;
+    let Some(services) = services(&harness, backend).await else {
+        return;
+    };
 
     let execution = run(&harness, trip("14C", 500), RunOptions::new()).await;
 
@@ -378,12 +543,14 @@ async fn a_refused_step_compensates_and_both_participants_reject() {
     }
     assert_eq!(services.flight.stats().committed, 0);
     assert_eq!(services.hotel.stats().committed, 0);
+    services.finish().await;
 }
 
-#[tokio::test]
-async fn a_conflicting_reservation_rejects_the_second_saga_and_the_first_commits() {
+async fn a_conflicting_reservation_rejects_the_second_saga_and_the_first_commits(backend: Backend) {
     let harness = Harness::new().await;
-    let services = services(&harness).await;
+    let Some(services) = services(&harness, backend).await else {
+        return;
+    };
     let first = run(
         &harness,
         trip("1A", 10),
@@ -462,6 +629,7 @@ async fn a_conflicting_reservation_rejects_the_second_saga_and_the_first_commits
         ]
     );
     assert_eq!(services.flight.stats().reserved, 2, "held, then repeated");
+    services.finish().await;
 }
 
 /// Subscribes to a private reply topic.
@@ -493,10 +661,11 @@ fn command_to(topic: &str, transactions: &str, reply_to: &str, payload: Value) -
         .with_reply_to(reply_to)
 }
 
-#[tokio::test]
-async fn a_panicking_handler_replies_system_error_and_the_participant_goes_on() {
+async fn a_panicking_handler_replies_system_error_and_the_participant_goes_on(backend: Backend) {
     let harness = Harness::new().await;
-    let services = services(&harness).await;
+    let Some(services) = services(&harness, backend).await else {
+        return;
+    };
     let (reply_topic, mut replies) = probe(&harness).await;
     let transaction = Uuid::new_v4();
     let command = command_to(
@@ -546,14 +715,17 @@ async fn a_panicking_handler_replies_system_error_and_the_participant_goes_on() 
     // The same topic task still answers.
     let execution = run(&harness, trip("2B", 10), RunOptions::new()).await;
     assert_eq!(execution.status(), SagaStatus::Finished);
+    services.finish().await;
 }
 
-#[tokio::test]
-async fn an_unsettled_reservation_is_rejected_after_the_timeout() {
+async fn an_unsettled_reservation_is_rejected_after_the_timeout(backend: Backend) {
     let harness = Harness::new().await;
     let journal = Journal::default();
-    let store = Arc::new(InMemoryParticipantStore::new());
-    let flight = flight(&harness, store.clone(), &journal)
+    let Some(place) = Place::new(backend).await else {
+        return;
+    };
+    let store = place.open().await;
+    let flight = flight(&harness, store.shared(), &journal)
         .reservation_timeout(Duration::from_secs(1))
         .spawn()
         .await
@@ -611,12 +783,16 @@ async fn an_unsettled_reservation_is_rejected_after_the_timeout() {
     assert!(late.all_accepted(), "{late:?}");
     assert_eq!(entries(&journal).len(), 1);
     assert_eq!(flight.stats().committed, 0);
+    drop(flight);
+    store.close().await;
+    place.remove().await;
 }
 
-#[tokio::test]
-async fn a_nested_command_joins_the_innermost_transaction() {
+async fn a_nested_command_joins_the_innermost_transaction(backend: Backend) {
     let harness = Harness::new().await;
-    let services = services(&harness).await;
+    let Some(services) = services(&harness, backend).await else {
+        return;
+    };
     let (reply_topic, mut replies) = probe(&harness).await;
     let (outer, inner) = (Uuid::new_v4(), Uuid::new_v4());
     let command = command_to(
@@ -667,12 +843,14 @@ async fn a_nested_command_joins_the_innermost_transaction() {
             )
         )]
     );
+    services.finish().await;
 }
 
-#[tokio::test]
-async fn garbage_messages_are_acknowledged_and_change_nothing() {
+async fn garbage_messages_are_acknowledged_and_change_nothing(backend: Backend) {
     let harness = Harness::new().await;
-    let services = services(&harness).await;
+    let Some(services) = services(&harness, backend).await else {
+        return;
+    };
     let (reply_topic, mut replies) = probe(&harness).await;
     let transaction = Uuid::new_v4();
     let garbage = [
@@ -739,35 +917,56 @@ async fn garbage_messages_are_acknowledged_and_change_nothing() {
     let execution = run(&harness, trip("5E", 10), RunOptions::new()).await;
     assert_eq!(execution.status(), SagaStatus::Finished);
     assert_eq!(entries(&services.journal).len(), 2);
+    services.finish().await;
 }
 
-fn temporary_file(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("{name}-{}.db", Uuid::new_v4().simple()))
+fn answer(content: Value) -> CommandAnswer {
+    CommandAnswer {
+        content,
+        related_services: None,
+    }
 }
 
-#[tokio::test]
-async fn the_sqlite_store_keeps_staged_effects_and_reservations_across_reopening() {
-    let path = temporary_file("participant-store");
+async fn a_durable_store_keeps_staged_effects_and_reservations_across_reopening(backend: Backend) {
+    let Some(place) = Place::new(backend).await else {
+        return;
+    };
     let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+    let (booked, charged) = (Uuid::new_v4(), Uuid::new_v4());
     let seat = effect("BookFlight", "seat:6F", json!({ "book": "6F" }));
     let card = effect("ChargeCard", "card", json!({ "charge": 5 }));
+    let remembered = CommandAnswer {
+        content: json!("F-6F"),
+        related_services: Some("car,flight,order".to_owned()),
+    };
     {
-        let store = SqliteParticipantStore::open(&path).await.expect("opens");
-        store
-            .stage(first, &[seat.clone(), card.clone()])
+        let store = place.open().await;
+        let staging = store
+            .stage(first, booked, &[seat.clone(), card.clone()], &remembered)
             .await
             .expect("stages");
-        store
-            .stage(second, std::slice::from_ref(&seat))
+        assert_eq!(staging, Staging::Staged);
+        let staging = store
+            .stage(
+                second,
+                charged,
+                std::slice::from_ref(&seat),
+                &answer(Value::Null),
+            )
             .await
             .expect("stages");
+        assert_eq!(staging, Staging::Staged);
         store.reserve(first).await.expect("reserves");
         store.close().await;
     }
-    let store = SqliteParticipantStore::open(&path).await.expect("reopens");
+    let store = place.open().await;
     assert_eq!(
         store.staged(first).await.expect("readable"),
         [seat.clone(), card.clone()]
+    );
+    assert_eq!(
+        store.answered(booked).await.expect("readable"),
+        Some(remembered.clone())
     );
     store.reserve(first).await.expect("answers as before");
     match store.reserve(second).await {
@@ -777,7 +976,7 @@ async fn the_sqlite_store_keeps_staged_effects_and_reservations_across_reopening
         other => panic!("expected a conflict, got {other:?}"),
     }
     let mut expired = store
-        .expired_reservations(std::time::SystemTime::now() + Duration::from_secs(1))
+        .expired_reservations(SystemTime::now() + Duration::from_secs(1))
         .await
         .expect("readable");
     expired.sort();
@@ -786,7 +985,7 @@ async fn the_sqlite_store_keeps_staged_effects_and_reservations_across_reopening
     assert_eq!(expired, both, "refused reservations expire too");
     assert!(
         store
-            .expired_reservations(std::time::SystemTime::now() - Duration::from_secs(60))
+            .expired_reservations(SystemTime::now() - Duration::from_secs(60))
             .await
             .expect("readable")
             .is_empty()
@@ -801,30 +1000,36 @@ async fn the_sqlite_store_keeps_staged_effects_and_reservations_across_reopening
     assert_eq!(store.take(second).await.expect("takes"), [seat]);
     store.close().await;
 
-    let store = SqliteParticipantStore::open(&path).await.expect("reopens");
+    let store = place.open().await;
     assert!(store.staged(first).await.expect("readable").is_empty());
     assert!(store.staged(second).await.expect("readable").is_empty());
     assert!(
         store
-            .expired_reservations(std::time::SystemTime::now() + Duration::from_secs(1))
+            .expired_reservations(SystemTime::now() + Duration::from_secs(1))
             .await
             .expect("readable")
             .is_empty()
     );
+    // The answers outlive the settlement.
+    assert_eq!(
+        store.answered(booked).await.expect("readable"),
+        Some(remembered)
+    );
     store.close().await;
-    let _ = std::fs::remove_file(&path);
+    place.remove().await;
 }
 
-#[tokio::test]
-async fn a_participant_on_sqlite_commits_what_it_staged_before_a_restart() {
-    let path = temporary_file("participant-restart");
+async fn a_participant_commits_what_it_staged_before_a_restart(backend: Backend) {
+    let Some(place) = Place::new(backend).await else {
+        return;
+    };
     let harness = Harness::new().await;
     let journal = Journal::default();
     let (reply_topic, mut replies) = probe(&harness).await;
     let transaction = Uuid::new_v4();
     {
-        let store = Arc::new(SqliteParticipantStore::open(&path).await.expect("opens"));
-        let participant = flight(&harness, store.clone(), &journal)
+        let store = place.open().await;
+        let participant = flight(&harness, store.shared(), &journal)
             .spawn()
             .await
             .expect("flight starts");
@@ -845,8 +1050,8 @@ async fn a_participant_on_sqlite_commits_what_it_staged_before_a_restart() {
         drop(participant);
         store.close().await;
     }
-    let store = Arc::new(SqliteParticipantStore::open(&path).await.expect("reopens"));
-    let _participant = flight(&harness, store.clone(), &journal)
+    let store = place.open().await;
+    let participant = flight(&harness, store.shared(), &journal)
         .spawn()
         .await
         .expect("flight starts again");
@@ -874,6 +1079,383 @@ async fn a_participant_on_sqlite_commits_what_it_staged_before_a_restart() {
             .expect("readable")
             .is_empty()
     );
+    drop(participant);
     store.close().await;
-    let _ = std::fs::remove_file(&path);
+    place.remove().await;
+}
+
+/// The store contract of the answers: staging records the command's answer with its effects, once;
+/// a second staging of the same command stages nothing and gets the first answer; answers outlive
+/// the settlement and are forgotten by age.
+async fn a_store_records_each_command_once_and_forgets_old_answers(backend: Backend) {
+    let Some(place) = Place::new(backend).await else {
+        return;
+    };
+    let store = place.open().await;
+    let (transaction, command, quiet) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let seat = effect("BookFlight", "seat:9J", json!({ "book": "9J" }));
+    assert_eq!(store.answered(command).await.expect("readable"), None);
+
+    let first = store
+        .stage(
+            transaction,
+            command,
+            std::slice::from_ref(&seat),
+            &answer(json!("F-9J")),
+        )
+        .await
+        .expect("stages");
+    let again = store
+        .stage(
+            transaction,
+            command,
+            &[effect("BookFlight", "seat:9K", json!({ "book": "9K" }))],
+            &answer(json!("F-9K")),
+        )
+        .await
+        .expect("answers");
+    // A command that stages nothing is remembered too.
+    let nothing = store
+        .stage(transaction, quiet, &[], &answer(json!({ "quiet": true })))
+        .await
+        .expect("stages");
+
+    assert_eq!(first, Staging::Staged);
+    assert_eq!(again, Staging::Answered(answer(json!("F-9J"))));
+    assert_eq!(nothing, Staging::Staged);
+    assert_eq!(
+        store.staged(transaction).await.expect("readable"),
+        std::slice::from_ref(&seat)
+    );
+    assert_eq!(store.take(transaction).await.expect("takes"), [seat]);
+    assert_eq!(
+        store.answered(command).await.expect("readable"),
+        Some(answer(json!("F-9J"))),
+        "kept after the transaction settled"
+    );
+    assert_eq!(
+        store
+            .forget_answers(SystemTime::now() - Duration::from_secs(60))
+            .await
+            .expect("forgets"),
+        0,
+        "nothing is that old"
+    );
+    assert_eq!(
+        store
+            .forget_answers(SystemTime::now() + Duration::from_secs(1))
+            .await
+            .expect("forgets"),
+        2
+    );
+    assert_eq!(store.answered(command).await.expect("readable"), None);
+    assert_eq!(store.answered(quiet).await.expect("readable"), None);
+    store.close().await;
+    place.remove().await;
+}
+
+/// A command delivered twice (its reply sent, its acknowledgement lost) is answered the same both
+/// times and stages its effects once; so is a redelivery after its transaction committed.
+async fn a_redelivered_command_is_answered_again_without_staging_twice(backend: Backend) {
+    let harness = Harness::new().await;
+    let Some(services) = services(&harness, backend).await else {
+        return;
+    };
+    let (reply_topic, mut replies) = probe(&harness).await;
+    let transaction = Uuid::new_v4();
+    let command = command_to(
+        "BookFlight",
+        &transaction.to_string(),
+        &reply_topic,
+        json!({ "seat": "8H" }),
+    );
+
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        harness
+            .broker
+            .publish(command.clone())
+            .await
+            .expect("published");
+        answers.push(next_reply(&mut replies).await);
+    }
+
+    for reply in &answers {
+        assert_eq!(reply.status, Some(SagaResponseStatus::Success));
+        assert_eq!(reply.correlation_id, Some(command.id));
+        assert_eq!(reply.payload, json!("F-8H"));
+        assert_eq!(
+            reply
+                .headers
+                .get(header::RELATED_SERVICES)
+                .map(String::as_str),
+            Some("flight,order")
+        );
+    }
+    assert_eq!(
+        services
+            .flight_store
+            .staged(transaction)
+            .await
+            .expect("readable"),
+        [effect("BookFlight", "seat:8H", json!({ "book": "8H" }))],
+        "staged once"
+    );
+    let stats = services.flight.stats();
+    assert_eq!((stats.commands, stats.duplicates), (2, 1));
+
+    // After the commit, a late redelivery is answered the same and stages nothing.
+    let committer =
+        TransactionCommitter::new(harness.shared_broker(), "order", Duration::from_secs(2));
+    committer
+        .commit(&[(transaction, "flight".to_owned())])
+        .await
+        .expect("commits");
+    harness
+        .broker
+        .publish(command.clone())
+        .await
+        .expect("published");
+    let late = next_reply(&mut replies).await;
+    assert_eq!(late.status, Some(SagaResponseStatus::Success));
+    assert_eq!(late.payload, json!("F-8H"));
+    assert!(
+        services
+            .flight_store
+            .staged(transaction)
+            .await
+            .expect("readable")
+            .is_empty()
+    );
+    assert_eq!(
+        entries(&services.journal),
+        [(
+            "flight".to_owned(),
+            "commit",
+            settled(
+                transaction,
+                vec![effect("BookFlight", "seat:8H", json!({ "book": "8H" }))]
+            )
+        )]
+    );
+    assert_eq!(services.flight.stats().duplicates, 2);
+    services.finish().await;
+}
+
+on_every_store!(
+    a_finished_saga_commits_the_staged_effects_of_both_participants_once,
+    a_refused_step_compensates_and_both_participants_reject,
+    a_conflicting_reservation_rejects_the_second_saga_and_the_first_commits,
+    a_panicking_handler_replies_system_error_and_the_participant_goes_on,
+    an_unsettled_reservation_is_rejected_after_the_timeout,
+    a_nested_command_joins_the_innermost_transaction,
+    garbage_messages_are_acknowledged_and_change_nothing,
+    a_store_records_each_command_once_and_forgets_old_answers,
+    a_redelivered_command_is_answered_again_without_staging_twice,
+);
+
+on_durable_stores!(
+    a_durable_store_keeps_staged_effects_and_reservations_across_reopening,
+    a_participant_commits_what_it_staged_before_a_restart,
+);
+
+/// Waits (up to 5 s) until `condition` holds, polling every 10 ms.
+async fn eventually_async<F, Fut>(mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the condition did not hold within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_sweeper_forgets_answers_past_their_retention_and_a_later_redelivery_runs_again() {
+    let harness = Harness::new().await;
+    let journal = Journal::default();
+    let store = Arc::new(InMemoryParticipantStore::new());
+    let flight = flight(&harness, store.clone(), &journal)
+        .reservation_timeout(Duration::from_millis(100))
+        .answer_retention(Duration::ZERO)
+        .spawn()
+        .await
+        .expect("flight starts");
+    let (reply_topic, mut replies) = probe(&harness).await;
+    let transaction = Uuid::new_v4();
+    let command = command_to(
+        "BookFlight",
+        &transaction.to_string(),
+        &reply_topic,
+        json!({ "seat": "10K" }),
+    );
+    harness
+        .broker
+        .publish(command.clone())
+        .await
+        .expect("published");
+    assert_eq!(
+        next_reply(&mut replies).await.status,
+        Some(SagaResponseStatus::Success)
+    );
+
+    eventually_async(|| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .answered(command.id)
+                .await
+                .expect("readable")
+                .is_none()
+        }
+    })
+    .await;
+    harness
+        .broker
+        .publish(command.clone())
+        .await
+        .expect("published");
+    assert_eq!(
+        next_reply(&mut replies).await.status,
+        Some(SagaResponseStatus::Success)
+    );
+
+    assert_eq!(flight.stats().duplicates, 0);
+    assert_eq!(
+        store.staged(transaction).await.expect("readable").len(),
+        2,
+        "a forgotten command runs again"
+    );
+}
+
+/// Several PostgreSQL stores on one schema (the instances of one service): of transactions holding
+/// one key reserved at once on different instances, exactly one is granted, and the others are
+/// refused naming it, round after round; every instance then remembers the same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stores_sharing_a_schema_grant_exactly_one_of_conflicting_reservations() {
+    let Some(db) = TestDatabase::connect().await else {
+        return;
+    };
+    let stores = [db.participant_store().await, db.participant_store().await];
+    for round in 0..25 {
+        let key = format!("seat:{round}");
+        let transactions = [Uuid::new_v4(), Uuid::new_v4()];
+        for (store, transaction) in stores.iter().zip(transactions) {
+            let staging = store
+                .stage(
+                    transaction,
+                    Uuid::new_v4(),
+                    &[effect("BookFlight", &key, json!(round))],
+                    &answer(Value::Null),
+                )
+                .await
+                .expect("stages");
+            assert_eq!(staging, Staging::Staged);
+        }
+        let barrier = Arc::new(Barrier::new(2));
+        let racers = stores.iter().zip(transactions).map(|(store, transaction)| {
+            let (store, barrier) = (store.clone(), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.reserve(transaction).await
+            })
+        });
+        let mut outcomes = Vec::new();
+        for racer in racers.collect::<Vec<_>>() {
+            outcomes.push(racer.await.expect("the reserve does not panic"));
+        }
+
+        let winners = transactions
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| outcome.is_ok())
+            .map(|(transaction, _)| *transaction)
+            .collect::<Vec<_>>();
+        assert_eq!(winners.len(), 1, "round {round}: {outcomes:?}");
+        for outcome in &outcomes {
+            match outcome {
+                Ok(()) => {}
+                Err(ParticipantStoreError::Conflict { key: held, holder }) => {
+                    assert_eq!((held, *holder), (&key, winners[0]), "round {round}");
+                }
+                Err(error) => panic!("round {round}: {error}"),
+            }
+        }
+        // Each instance answers as the other did.
+        for (index, transaction) in transactions.iter().enumerate() {
+            let again = stores[1 - index].reserve(*transaction).await;
+            assert_eq!(
+                again.is_ok(),
+                outcomes[index].is_ok(),
+                "round {round}: {again:?}"
+            );
+        }
+    }
+    for store in &stores {
+        store.close().await;
+    }
+    db.drop().await;
+}
+
+/// Two PostgreSQL stores on one schema staging the same command at once (a redelivery handled by
+/// two instances): one stages it, the other stages nothing and gets the first answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stores_sharing_a_schema_stage_a_command_once() {
+    let Some(db) = TestDatabase::connect().await else {
+        return;
+    };
+    let stores = [db.participant_store().await, db.participant_store().await];
+    for round in 0..10 {
+        let (transaction, command) = (Uuid::new_v4(), Uuid::new_v4());
+        let barrier = Arc::new(Barrier::new(2));
+        let racers = stores.iter().enumerate().map(|(index, store)| {
+            let (store, barrier) = (store.clone(), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let staged = [effect("BookFlight", "seat", json!(index))];
+                store
+                    .stage(transaction, command, &staged, &answer(json!(index)))
+                    .await
+            })
+        });
+        let mut outcomes = Vec::new();
+        for racer in racers.collect::<Vec<_>>() {
+            outcomes.push(
+                racer
+                    .await
+                    .expect("staging does not panic")
+                    .expect("stages"),
+            );
+        }
+
+        let winner = match &outcomes[..] {
+            [Staging::Staged, Staging::Answered(earlier)] => {
+                assert_eq!(earlier, &answer(json!(0)), "round {round}");
+                0
+            }
+            [Staging::Answered(earlier), Staging::Staged] => {
+                assert_eq!(earlier, &answer(json!(1)), "round {round}");
+                1
+            }
+            other => panic!("round {round}: exactly one stages, got {other:?}"),
+        };
+        assert_eq!(
+            stores[0].staged(transaction).await.expect("readable"),
+            [effect("BookFlight", "seat", json!(winner))],
+            "round {round}"
+        );
+        assert_eq!(
+            stores[1].answered(command).await.expect("readable"),
+            Some(answer(json!(winner)))
+        );
+    }
+    for store in &stores {
+        store.close().await;
+    }
+    db.drop().await;
 }

@@ -24,6 +24,8 @@ use uuid::Uuid;
 pub use batching::{BatchingRepository, BatchingRepositoryBuilder};
 pub use memory::InMemoryRepository;
 #[cfg(feature = "postgres")]
+pub(crate) use postgres::connect_pool as connect_postgres;
+#[cfg(feature = "postgres")]
 pub use postgres::{PostgresRepository, PostgresRepositoryBuilder};
 #[cfg(feature = "sqlite")]
 pub(crate) use sqlite::MIGRATOR as SQLITE_MIGRATOR;

@@ -15,7 +15,9 @@ use super::codec::{corrupt, decode, encode, fingerprint, from_name, name_of, sto
 use crate::error::RepositoryError;
 use crate::execution::{ExecutionRecord, SagaStatus};
 
-/// The schema, embedded in the binary and applied when a repository connects.
+/// The schema, embedded in the binary and applied when a repository connects. It includes the
+/// tables of the transactional participant's PostgreSQL store (`0100_participant_effects.sql`), so
+/// one schema may hold both; connecting either brings both up to date.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The columns `load` reads, in order. Ids travel as text and are cast to `uuid` in SQL.
@@ -107,30 +109,49 @@ impl PostgresRepositoryBuilder {
     /// date. Fails with [`RepositoryError::Storage`] if the URL or the schema name is invalid or
     /// the server cannot be reached.
     pub async fn connect(self) -> Result<PostgresRepository, RepositoryError> {
-        let mut options = PgConnectOptions::from_str(&self.url).map_err(storage)?;
-        if let Some(schema) = &self.schema {
-            check_schema_name(schema)?;
-            options = options.options([("search_path", schema)]);
-        }
-        let pool = PgPoolOptions::new()
-            .max_connections(self.max_connections)
-            .acquire_timeout(self.acquire_timeout)
-            .connect_with(options)
-            .await
-            .map_err(storage)?;
-        if let Some(schema) = &self.schema {
-            create_schema(&pool, schema).await?;
-        }
-        MIGRATOR.run(&pool).await.map_err(storage)?;
-        let schema: Option<String> = sqlx::query_scalar("SELECT current_schema()")
-            .fetch_one(&pool)
-            .await
-            .map_err(storage)?;
-        let schema = schema.ok_or_else(|| {
-            RepositoryError::Storage("the connection's `search_path` names no schema".into())
-        })?;
+        let (pool, schema) = connect_pool(
+            &self.url,
+            self.schema.as_deref(),
+            self.max_connections,
+            self.acquire_timeout,
+        )
+        .await?;
         Ok(PostgresRepository { pool, schema })
     }
+}
+
+/// A pool on the database at `url` whose connections use `schema` (created if it is missing; the
+/// connection's default when `None`), with the schema's tables brought up to date; and the name of
+/// the schema in use. Shared by the repository and the participant store.
+pub(crate) async fn connect_pool(
+    url: &str,
+    schema: Option<&str>,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> Result<(PgPool, String), RepositoryError> {
+    let mut options = PgConnectOptions::from_str(url).map_err(storage)?;
+    if let Some(schema) = schema {
+        check_schema_name(schema)?;
+        options = options.options([("search_path", schema)]);
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout)
+        .connect_with(options)
+        .await
+        .map_err(storage)?;
+    if let Some(schema) = schema {
+        create_schema(&pool, schema).await?;
+    }
+    MIGRATOR.run(&pool).await.map_err(storage)?;
+    let schema: Option<String> = sqlx::query_scalar("SELECT current_schema()")
+        .fetch_one(&pool)
+        .await
+        .map_err(storage)?;
+    let schema = schema.ok_or_else(|| {
+        RepositoryError::Storage("the connection's `search_path` names no schema".into())
+    })?;
+    Ok((pool, schema))
 }
 
 /// Refuses a schema name that is not a plain lower-case identifier (nothing to quote or fold).

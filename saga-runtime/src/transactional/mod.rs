@@ -23,6 +23,16 @@
 //! reply carries the request's `saga` header and its `related_services` with this service added
 //! (and the services of any saga the handler ran, see [`RequestHeaders`]).
 //!
+//! Commands are deduplicated by message id. A successful command's answer (its reply content, and
+//! the related services its handler's sagas reported) is recorded with its staged effects, in one
+//! atomic step; a command whose id was answered already (a redelivery: the reply was sent but the
+//! acknowledgement was lost, or the broker redelivered it) is answered the same again without running
+//! its handler, and stages nothing ([`ParticipantStats::duplicates`]). Answers outlive the settlement
+//! of their transaction, so a redelivery after the commit does not stage again, until they are older
+//! than the [answer retention](TransactionalParticipantBuilder::answer_retention) (24 h by default):
+//! the sweeper then forgets them, and a command redelivered later runs again. A failed command is not
+//! remembered: it stages nothing, and a redelivery runs it again.
+//!
 //! Every delivery is acknowledged once handled. A message that cannot be understood (no valid
 //! `transactions` header on a command, a payload the handler's request type does not decode, no
 //! transaction id on a reserve/commit/reject) changes nothing: it is logged, counted in
@@ -35,6 +45,8 @@
 
 mod store;
 
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -53,8 +65,13 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-pub use store::{InMemoryParticipantStore, ParticipantStore, ParticipantStoreError, StagedEffect};
+pub use store::{
+    CommandAnswer, InMemoryParticipantStore, ParticipantStore, ParticipantStoreError, StagedEffect,
+    Staging,
+};
 
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresParticipantStore, PostgresParticipantStoreBuilder};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteParticipantStore;
 
@@ -155,8 +172,11 @@ pub struct Settled {
 /// Counters of what a participant handled.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ParticipantStats {
-    /// Commands answered (any status).
+    /// Commands answered (any status), duplicates included.
     pub commands: u64,
+    /// Commands answered again with the remembered answer, without running the handler: deliveries
+    /// of a command whose message id was answered successfully before.
+    pub duplicates: u64,
     /// Messages that could not be understood (acknowledged, changed nothing).
     pub undecodable: u64,
     /// Reservations granted.
@@ -174,6 +194,7 @@ pub struct ParticipantStats {
 #[derive(Debug, Default)]
 struct Counters {
     commands: AtomicU64,
+    duplicates: AtomicU64,
     undecodable: AtomicU64,
     reserved: AtomicU64,
     refused: AtomicU64,
@@ -201,6 +222,7 @@ pub struct TransactionalParticipantBuilder {
     on_commit: Vec<(Option<String>, Callback)>,
     on_reject: Vec<(Option<String>, Callback)>,
     reservation_timeout: Duration,
+    answer_retention: Duration,
 }
 
 impl TransactionalParticipantBuilder {
@@ -279,6 +301,14 @@ impl TransactionalParticipantBuilder {
         self
     }
 
+    /// How long the answer of a command is remembered, so that a redelivery of it is answered again
+    /// without running the handler (default 24 h). The sweeper forgets older answers; it should
+    /// exceed the longest time the broker may take to redeliver a command.
+    pub fn answer_retention(mut self, retention: Duration) -> Self {
+        self.answer_retention = retention;
+        self
+    }
+
     /// Subscribes to its command topics and its reserve/commit/reject topics and starts answering.
     pub async fn spawn(self) -> Result<TransactionalParticipant, BrokerError> {
         let inner = Arc::new(Inner {
@@ -311,13 +341,14 @@ impl TransactionalParticipantBuilder {
                 }
             }));
         }
-        let timeout = self.reservation_timeout;
+        let (timeout, retention) = (self.reservation_timeout, self.answer_retention);
         let sweeper = Arc::clone(&inner);
         tasks.push(tokio::spawn(async move {
             let period = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
             loop {
                 tokio::time::sleep(period).await;
                 sweeper.sweep(timeout).await;
+                sweeper.forget_answers(retention).await;
             }
         }));
         Ok(TransactionalParticipant { inner, tasks })
@@ -421,6 +452,7 @@ impl TransactionalParticipant {
             on_commit: Vec::new(),
             on_reject: Vec::new(),
             reservation_timeout: Duration::from_secs(60),
+            answer_retention: Duration::from_secs(24 * 60 * 60),
         }
     }
 
@@ -472,6 +504,7 @@ impl TransactionalParticipant {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         ParticipantStats {
             commands: read(&counters.commands),
+            duplicates: read(&counters.duplicates),
             undecodable: read(&counters.undecodable),
             reserved: read(&counters.reserved),
             refused: read(&counters.refused),
@@ -553,15 +586,66 @@ impl Inner {
         }
     }
 
+    /// Answers `message` with `status` and `content`; the reply names the services the handler's
+    /// own sagas reached (`related`), if any.
+    async fn answer(
+        &self,
+        message: &BrokerMessage,
+        status: SagaResponseStatus,
+        content: Value,
+        related: Option<String>,
+    ) {
+        bump(&self.counters.commands);
+        match related {
+            None => self.reply(message, status, content).await,
+            Some(related) => {
+                let mut request = message.clone();
+                request
+                    .headers
+                    .insert(header::RELATED_SERVICES.to_owned(), related);
+                self.reply(&request, status, content).await;
+            }
+        }
+    }
+
+    /// Answers a command that was answered before the same way again, without running its handler.
+    async fn answer_again(&self, topic: &str, message: &BrokerMessage, earlier: CommandAnswer) {
+        bump(&self.counters.duplicates);
+        tracing::info!(%topic, id = %message.id, "a command answered before: answering it again");
+        let CommandAnswer {
+            content,
+            related_services,
+        } = earlier;
+        self.answer(
+            message,
+            SagaResponseStatus::Success,
+            content,
+            related_services,
+        )
+        .await;
+    }
+
     async fn command(&self, topic: &str, handler: &ErasedHandler, message: &BrokerMessage) {
         let Some(transactions) = parse_transactions(message) else {
             bump(&self.counters.undecodable);
             tracing::warn!(%topic, id = %message.id, "a command without a valid `transactions` header");
             let content = Value::String("no valid `transactions` header".to_owned());
-            self.reply(message, SagaResponseStatus::SystemError, content)
+            self.answer(message, SagaResponseStatus::SystemError, content, None)
                 .await;
             return;
         };
+        match self.store.answered(message.id).await {
+            Ok(None) => {}
+            Ok(Some(earlier)) => return self.answer_again(topic, message, earlier).await,
+            Err(error) => {
+                // Without knowing whether it ran, running it could stage it twice.
+                tracing::error!(%topic, id = %message.id, %error, "could not look up the command's answer");
+                let content = Value::String(error.to_string());
+                self.answer(message, SagaResponseStatus::SystemError, content, None)
+                    .await;
+                return;
+            }
+        }
         let context = CommandContext {
             message: Arc::new(message.clone()),
             transactions,
@@ -582,6 +666,8 @@ impl Inner {
             }
         };
         let outcome = scope.clone().scope(run).await;
+        // The services the handler's own sagas reached, if any.
+        let related = scope.snapshot().remove(header::RELATED_SERVICES);
         let (status, content) = match outcome {
             Err(panic) => {
                 let message = format!("the handler panicked: {}", panic_message(&*panic));
@@ -605,8 +691,20 @@ impl Inner {
                         effect,
                     })
                     .collect::<Vec<_>>();
-                match self.store.stage(transaction, &effects).await {
-                    Ok(()) => (SagaResponseStatus::Success, response),
+                let answer = CommandAnswer {
+                    content: response,
+                    related_services: related.clone(),
+                };
+                match self
+                    .store
+                    .stage(transaction, message.id, &effects, &answer)
+                    .await
+                {
+                    Ok(Staging::Staged) => (SagaResponseStatus::Success, answer.content),
+                    // Another delivery of the same command was staged first: its answer stands.
+                    Ok(Staging::Answered(earlier)) => {
+                        return self.answer_again(topic, message, earlier).await;
+                    }
                     Err(error) => {
                         tracing::error!(%topic, %transaction, %error, "could not stage the effects");
                         (
@@ -617,15 +715,7 @@ impl Inner {
                 }
             }
         };
-        bump(&self.counters.commands);
-        // The reply names the services the handler's own sagas reached, if any.
-        let mut request = message.clone();
-        if let Some(related) = scope.snapshot().remove(header::RELATED_SERVICES) {
-            request
-                .headers
-                .insert(header::RELATED_SERVICES.to_owned(), related);
-        }
-        self.reply(&request, status, content).await;
+        self.answer(message, status, content, related).await;
     }
 
     async fn transaction_message(&self, phase: Phase, message: &BrokerMessage) {
@@ -721,6 +811,18 @@ impl Inner {
             });
         }
         Ok(())
+    }
+
+    /// Forgets the answers of commands older than `retention`.
+    async fn forget_answers(&self, retention: Duration) {
+        let before = SystemTime::now()
+            .checked_sub(retention)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        match self.store.forget_answers(before).await {
+            Ok(0) => {}
+            Ok(forgotten) => tracing::debug!(forgotten, ?retention, "forgot old command answers"),
+            Err(error) => tracing::warn!(%error, "could not forget the old command answers"),
+        }
     }
 
     /// Rejects the reservations older than `timeout`.

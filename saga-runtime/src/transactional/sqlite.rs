@@ -11,7 +11,9 @@ use sqlx::sqlite::{
 };
 use uuid::Uuid;
 
-use super::store::{ParticipantStore, ParticipantStoreError, StagedEffect, unix_ms};
+use super::store::{
+    CommandAnswer, ParticipantStore, ParticipantStoreError, StagedEffect, Staging, unix_ms,
+};
 use crate::repository::SQLITE_MIGRATOR;
 
 fn storage(error: impl std::error::Error + Send + Sync + 'static) -> ParticipantStoreError {
@@ -19,11 +21,12 @@ fn storage(error: impl std::error::Error + Send + Sync + 'static) -> Participant
 }
 
 /// Keeps staged effects in a SQLite file (write-ahead log, `synchronous = FULL`): the tables
-/// `participant_effects` and `participant_reservations`.
+/// `participant_effects`, `participant_reservations` and `participant_commands` (the answers).
 ///
-/// The schema comes with the repository's embedded migrations (its file is
-/// `migrations/sqlite/0100_participant_effects.sql`, numbered apart from the repository's own), so
-/// the store and a `SqliteRepository` may share one file; opening either brings both up to date.
+/// The schema comes with the repository's embedded migrations (its files are
+/// `migrations/sqlite/0100_participant_effects.sql` and `0101_participant_commands.sql`, numbered
+/// apart from the repository's own), so the store and a `SqliteRepository` may share one file;
+/// opening either brings both up to date.
 #[derive(Debug, Clone)]
 pub struct SqliteParticipantStore {
     pool: SqlitePool,
@@ -80,6 +83,28 @@ async fn write_transaction(
     pool.begin_with("BEGIN IMMEDIATE").await.map_err(storage)
 }
 
+/// The answer recorded for `command`, read on `connection`.
+async fn answer_in(
+    connection: &mut sqlx::SqliteConnection,
+    command: Uuid,
+) -> Result<Option<CommandAnswer>, ParticipantStoreError> {
+    let row = sqlx::query(
+        "SELECT content, related_services FROM participant_commands WHERE command_id = ?1",
+    )
+    .bind(command.to_string())
+    .fetch_optional(connection)
+    .await
+    .map_err(storage)?;
+    row.map(|row| {
+        let content: String = row.try_get("content").map_err(storage)?;
+        Ok(CommandAnswer {
+            content: serde_json::from_str(&content).map_err(storage)?,
+            related_services: row.try_get("related_services").map_err(storage)?,
+        })
+    })
+    .transpose()
+}
+
 fn uuid_of(text: &str) -> Result<Uuid, ParticipantStoreError> {
     Uuid::from_str(text).map_err(storage)
 }
@@ -89,13 +114,35 @@ impl ParticipantStore for SqliteParticipantStore {
     async fn stage(
         &self,
         transaction: Uuid,
+        command: Uuid,
         effects: &[StagedEffect],
-    ) -> Result<(), ParticipantStoreError> {
-        if effects.is_empty() {
-            return Ok(());
-        }
+        answer: &CommandAnswer,
+    ) -> Result<Staging, ParticipantStoreError> {
         let now = unix_ms(SystemTime::now());
+        let content = serde_json::to_string(&answer.content).map_err(storage)?;
+        // A second staging of the same command waits for the write lock, then finds the answer.
         let mut tx = write_transaction(&self.pool).await?;
+        let recorded = sqlx::query(
+            "INSERT INTO participant_commands (command_id, transaction_id, content, \
+             related_services, answered_at_ms) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (command_id) DO NOTHING",
+        )
+        .bind(command.to_string())
+        .bind(transaction.to_string())
+        .bind(content)
+        .bind(answer.related_services.as_deref())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(storage)?;
+        if recorded.rows_affected() == 0 {
+            let earlier = answer_in(&mut tx, command).await?;
+            return earlier.map(Staging::Answered).ok_or_else(|| {
+                ParticipantStoreError::Storage(
+                    format!("the answer of command {command} vanished while staging").into(),
+                )
+            });
+        }
         for effect in effects {
             let encoded = serde_json::to_string(&effect.effect).map_err(storage)?;
             sqlx::query(
@@ -111,7 +158,25 @@ impl ParticipantStore for SqliteParticipantStore {
             .await
             .map_err(storage)?;
         }
-        tx.commit().await.map_err(storage)
+        tx.commit().await.map_err(storage)?;
+        Ok(Staging::Staged)
+    }
+
+    async fn answered(
+        &self,
+        command: Uuid,
+    ) -> Result<Option<CommandAnswer>, ParticipantStoreError> {
+        let mut connection = self.pool.acquire().await.map_err(storage)?;
+        answer_in(&mut connection, command).await
+    }
+
+    async fn forget_answers(&self, before: SystemTime) -> Result<u64, ParticipantStoreError> {
+        let result = sqlx::query("DELETE FROM participant_commands WHERE answered_at_ms < ?1")
+            .bind(unix_ms(before))
+            .execute(&self.pool)
+            .await
+            .map_err(storage)?;
+        Ok(result.rows_affected())
     }
 
     async fn reserve(&self, transaction: Uuid) -> Result<(), ParticipantStoreError> {

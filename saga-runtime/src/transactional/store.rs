@@ -1,8 +1,8 @@
 //! Where a transactional participant keeps its staged effects until the transaction settles.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -37,19 +37,61 @@ pub enum ParticipantStoreError {
     Storage(Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
+/// What a command was answered, remembered by its message id with the effects it staged, so that a
+/// redelivery of the command is answered the same without running its handler again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandAnswer {
+    /// The reply's content (the handler's response).
+    pub content: Value,
+    /// The `related_services` the reply reported from the handler's own sagas, if it ran any (the
+    /// reply adds the participant's service to them, or to the command's own when `None`).
+    pub related_services: Option<String>,
+}
+
+/// What [`ParticipantStore::stage`] did.
+#[derive(Debug, Clone, PartialEq)]
+#[must_use = "a command answered before must be answered with the remembered answer"]
+pub enum Staging {
+    /// The effects were staged and the answer recorded.
+    Staged,
+    /// The command had been answered already (a redelivery handled twice at once): nothing was
+    /// staged; this is the answer recorded first.
+    Answered(CommandAnswer),
+}
+
 /// The participant's own database of staged effects.
 ///
 /// Each transaction's effects stay here from the command that staged them until the transaction is
 /// committed or rejected. A reservation is remembered with its answer, so a repeated reserve answers
-/// as the first one did.
+/// as the first one did. Every successfully handled command is remembered by its message id with its
+/// answer, atomically with its effects, so that a redelivered command is answered again without
+/// staging twice; answers outlive the settlement of their transaction until
+/// [`forget_answers`](Self::forget_answers) removes them.
+///
+/// One store serves one service: two services need two stores (files, schemas), since the effects
+/// are kept by transaction id, which the services of a saga share.
 #[async_trait]
 pub trait ParticipantStore: Send + Sync + 'static {
-    /// Adds `effects` to `transaction`'s staged effects (atomically: all or none).
+    /// Records that command `command` (its message id) was answered `answer`, and adds `effects` to
+    /// `transaction`'s staged effects: all of it atomically, or nothing. When `command` was recorded
+    /// already, nothing changes and the answer recorded first is returned
+    /// ([`Staging::Answered`]).
     async fn stage(
         &self,
         transaction: Uuid,
+        command: Uuid,
         effects: &[StagedEffect],
-    ) -> Result<(), ParticipantStoreError>;
+        answer: &CommandAnswer,
+    ) -> Result<Staging, ParticipantStoreError>;
+
+    /// The answer recorded for command `command` (its message id), if it was staged and its answer
+    /// not forgotten yet.
+    async fn answered(&self, command: Uuid)
+    -> Result<Option<CommandAnswer>, ParticipantStoreError>;
+
+    /// Forgets the answers recorded before `before` (whether or not their transaction settled),
+    /// returning how many. A command redelivered after its answer was forgotten runs again.
+    async fn forget_answers(&self, before: SystemTime) -> Result<u64, ParticipantStoreError>;
 
     /// Reserves `transaction`: fails with [`ParticipantStoreError::Conflict`] when another reserved
     /// transaction holds one of its keys. The answer is remembered: reserving again answers the same.
@@ -59,7 +101,8 @@ pub trait ParticipantStore: Send + Sync + 'static {
     async fn staged(&self, transaction: Uuid) -> Result<Vec<StagedEffect>, ParticipantStoreError>;
 
     /// Removes `transaction`'s staged effects and reservation (commit or reject), returning the
-    /// effects in the order they were staged; nothing for an unknown transaction.
+    /// effects in the order they were staged; nothing for an unknown transaction. The answers of its
+    /// commands stay.
     async fn take(&self, transaction: Uuid) -> Result<Vec<StagedEffect>, ParticipantStoreError>;
 
     /// The transactions asked to reserve (whatever the answer) before `before` and not settled
@@ -71,8 +114,9 @@ pub trait ParticipantStore: Send + Sync + 'static {
 }
 
 /// Milliseconds since the Unix epoch (0 before it).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn unix_ms(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH)
+    time.duration_since(SystemTime::UNIX_EPOCH)
         .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
@@ -88,6 +132,8 @@ struct Reservation {
 struct MemoryState {
     effects: BTreeMap<Uuid, Vec<StagedEffect>>,
     reservations: BTreeMap<Uuid, Reservation>,
+    /// By command id: the answer and when it was recorded.
+    answers: HashMap<Uuid, (CommandAnswer, SystemTime)>,
 }
 
 /// A [`ParticipantStore`] in memory: for tests and for services whose tentative work may be lost
@@ -113,16 +159,43 @@ impl ParticipantStore for InMemoryParticipantStore {
     async fn stage(
         &self,
         transaction: Uuid,
+        command: Uuid,
         effects: &[StagedEffect],
-    ) -> Result<(), ParticipantStoreError> {
+        answer: &CommandAnswer,
+    ) -> Result<Staging, ParticipantStoreError> {
+        let mut state = self.state();
+        if let Some((earlier, _)) = state.answers.get(&command) {
+            return Ok(Staging::Answered(earlier.clone()));
+        }
+        state
+            .answers
+            .insert(command, (answer.clone(), SystemTime::now()));
         if !effects.is_empty() {
-            self.state()
+            state
                 .effects
                 .entry(transaction)
                 .or_default()
                 .extend(effects.iter().cloned());
         }
-        Ok(())
+        Ok(Staging::Staged)
+    }
+
+    async fn answered(
+        &self,
+        command: Uuid,
+    ) -> Result<Option<CommandAnswer>, ParticipantStoreError> {
+        Ok(self
+            .state()
+            .answers
+            .get(&command)
+            .map(|(answer, _)| answer.clone()))
+    }
+
+    async fn forget_answers(&self, before: SystemTime) -> Result<u64, ParticipantStoreError> {
+        let mut state = self.state();
+        let count = state.answers.len();
+        state.answers.retain(|_, (_, at)| *at >= before);
+        Ok(u64::try_from(count - state.answers.len()).unwrap_or(u64::MAX))
     }
 
     async fn reserve(&self, transaction: Uuid) -> Result<(), ParticipantStoreError> {
