@@ -1,19 +1,23 @@
 //! The participant side of the two-phase commit: `TransactionalParticipant` stages the effects of
 //! its commands under the command's innermost transaction and applies them (`on_commit`) or drops
 //! them (`on_reject`) when the saga's committer settles the transaction; conflicting reservations,
-//! panicking handlers, unsettled reservations, garbage messages and redelivered commands. The tests
-//! of the participant run on every store (in memory, SQLite, PostgreSQL, the last against the server
-//! named by `SAGA_TEST_POSTGRES_URL`, skipped without one outside CI); the durable stores also keep
-//! their state across reopening, and PostgreSQL stores sharing one schema stay consistent when they
-//! reserve or stage at once.
+//! panicking handlers, unsettled reservations, garbage messages, redelivered commands and graceful
+//! shutdown. The tests of the participant run on every store (in memory, SQLite, PostgreSQL, the
+//! last against the server named by `SAGA_TEST_POSTGRES_URL`, skipped without one outside CI); the
+//! durable stores also keep their state across reopening, and PostgreSQL stores sharing one schema
+//! stay consistent when they reserve or stage at once.
 
 use std::ops::Deref;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use saga_runtime::broker::Subscription;
+use async_trait::async_trait;
+use futures_util::FutureExt;
+use saga_runtime::broker::{Acknowledge, Delivery, DeliverySource, Subscription};
 use saga_runtime::committer::{Phase, TransactionCommitter};
+use saga_runtime::error::BrokerError;
 use saga_runtime::message::{BrokerMessage, header};
 use saga_runtime::prelude::*;
 use saga_runtime::transactional::{
@@ -386,8 +390,8 @@ async fn services(harness: &Harness, backend: Backend) -> Option<Services> {
 impl Services {
     /// Stops the services and removes their stores.
     async fn finish(self) {
-        drop(self.flight);
-        drop(self.hotel);
+        self.flight.shutdown().await;
+        self.hotel.shutdown().await;
         self.flight_store.close().await;
         self.hotel_store.close().await;
         for place in self.places {
@@ -783,7 +787,7 @@ async fn an_unsettled_reservation_is_rejected_after_the_timeout(backend: Backend
     assert!(late.all_accepted(), "{late:?}");
     assert_eq!(entries(&journal).len(), 1);
     assert_eq!(flight.stats().committed, 0);
-    drop(flight);
+    flight.shutdown().await;
     store.close().await;
     place.remove().await;
 }
@@ -1079,7 +1083,7 @@ async fn a_participant_commits_what_it_staged_before_a_restart(backend: Backend)
             .expect("readable")
             .is_empty()
     );
-    drop(participant);
+    participant.shutdown().await;
     store.close().await;
     place.remove().await;
 }
@@ -1458,4 +1462,163 @@ async fn postgres_stores_sharing_a_schema_stage_a_command_once() {
         store.close().await;
     }
     db.drop().await;
+}
+
+/// The in-process broker, recording the ids of the deliveries acknowledged through it.
+#[derive(Clone)]
+struct AckRecorder {
+    broker: InProcessBroker,
+    acked: Arc<Mutex<Vec<Uuid>>>,
+}
+
+impl AckRecorder {
+    fn acked(&self) -> Vec<Uuid> {
+        self.acked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[async_trait]
+impl Broker for AckRecorder {
+    async fn publish(&self, message: BrokerMessage) -> Result<(), BrokerError> {
+        self.broker.publish(message).await
+    }
+
+    async fn subscribe(&self, topic: &str) -> Result<Subscription, BrokerError> {
+        Ok(Subscription::new(RecordedSource {
+            subscription: self.broker.subscribe(topic).await?,
+            acked: Arc::clone(&self.acked),
+        }))
+    }
+}
+
+struct RecordedSource {
+    subscription: Subscription,
+    acked: Arc<Mutex<Vec<Uuid>>>,
+}
+
+#[async_trait]
+impl DeliverySource for RecordedSource {
+    async fn next(&mut self) -> Option<Delivery> {
+        let delivery = self.subscription.next().await?;
+        let message = delivery.message().clone();
+        let recorded = RecordedAck {
+            delivery,
+            acked: Arc::clone(&self.acked),
+        };
+        Some(Delivery::with_acknowledge(message, Box::new(recorded)))
+    }
+}
+
+struct RecordedAck {
+    delivery: Delivery,
+    acked: Arc<Mutex<Vec<Uuid>>>,
+}
+
+#[async_trait]
+impl Acknowledge for RecordedAck {
+    async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
+        let id = self.delivery.message().id;
+        self.delivery.ack().await?;
+        self.acked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(id);
+        Ok(())
+    }
+
+    async fn nack(self: Box<Self>, _message: BrokerMessage) -> Result<(), BrokerError> {
+        self.delivery.nack().await
+    }
+}
+
+#[tokio::test]
+async fn shutdown_finishes_the_command_in_hand_and_takes_no_new_one() {
+    let harness = Harness::new().await;
+    let broker = AckRecorder {
+        broker: harness.broker.clone(),
+        acked: Arc::default(),
+    };
+    let (started, mut running) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let calls = Arc::new(AtomicU32::new(0));
+    let handler = {
+        let (release, calls) = (Arc::clone(&release), Arc::clone(&calls));
+        move |context: CommandContext, request: Value| {
+            let (started, release, calls) =
+                (started.clone(), Arc::clone(&release), Arc::clone(&calls));
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let _ = started.send(());
+                // Holds the delivery until the test lets it go.
+                release.acquire().await.expect("open").forget();
+                context.stage("slow", request);
+                Ok::<_, CommandError>(json!("done"))
+            }
+        }
+    };
+    let store = Arc::new(InMemoryParticipantStore::new());
+    let participant = TransactionalParticipant::builder("slow", Arc::new(broker.clone()), store)
+        .command("SlowCommand", handler)
+        .spawn()
+        .await
+        .expect("slow starts");
+    let (reply_topic, mut replies) = probe(&harness).await;
+    let transaction = Uuid::new_v4().to_string();
+    let first = command_to("SlowCommand", &transaction, &reply_topic, json!(1));
+    let second = command_to("SlowCommand", &transaction, &reply_topic, json!(2));
+    harness
+        .broker
+        .publish(first.clone())
+        .await
+        .expect("published");
+    running.recv().await.expect("the handler runs");
+
+    // Its first poll asks every loop to stop; the handler is still held, so it cannot finish.
+    let shutdown = participant.shutdown();
+    tokio::pin!(shutdown);
+    assert!(
+        shutdown.as_mut().now_or_never().is_none(),
+        "a shutdown waits for the command in hand"
+    );
+    harness
+        .broker
+        .publish(second.clone())
+        .await
+        .expect("published");
+    release.add_permits(1);
+    shutdown.await;
+
+    // The command in hand was answered and acknowledged.
+    let reply = next_reply(&mut replies).await;
+    assert_eq!(reply.correlation_id, Some(first.id));
+    assert_eq!(reply.status, Some(SagaResponseStatus::Success));
+    assert_eq!(reply.payload, json!("done"));
+    assert_eq!(broker.acked(), [first.id]);
+    // The next one was not taken: it waits on its topic for another instance.
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(harness.broker.backlog("SlowCommand"), 1);
+    assert_eq!(participant.stats().commands, 1);
+    // Nor are transaction messages.
+    harness
+        .broker
+        .publish(
+            BrokerMessage::new("_ReserveSlowTransaction", Value::Null)
+                .with_header(header::TRANSACTION, &transaction),
+        )
+        .await
+        .expect("published");
+    assert_eq!(harness.broker.backlog("_ReserveSlowTransaction"), 1);
+    // Shutting down again changes nothing.
+    participant.shutdown().await;
+    let replies_to_probe = harness
+        .broker
+        .history()
+        .into_iter()
+        .filter(|message| message.topic == reply_topic)
+        .count();
+    assert_eq!(replies_to_probe, 1, "only the command in hand was answered");
+    assert_eq!(broker.acked(), [first.id]);
 }

@@ -42,6 +42,11 @@
 //! The participant serializes its reserve, commit, reject and sweep work, so one instance never
 //! settles a transaction twice. The callbacks run before the effects are removed from the store:
 //! after a crash between the two, a redelivered commit runs them again (at least once).
+//!
+//! [`shutdown`](TransactionalParticipant::shutdown) stops it gracefully: no new delivery is taken,
+//! the ones in hand are handled, answered and acknowledged, and the sweeper stops. Dropping it
+//! stops it at once: a delivery in hand is neither answered nor acknowledged (a networked broker
+//! delivers it again).
 
 mod store;
 
@@ -62,6 +67,7 @@ use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -75,7 +81,7 @@ pub use postgres::{PostgresParticipantStore, PostgresParticipantStoreBuilder};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteParticipantStore;
 
-use crate::broker::{Broker, Delivery};
+use crate::broker::{Broker, Delivery, Subscription};
 use crate::committer::Phase;
 use crate::error::BrokerError;
 use crate::message::{BrokerMessage, SagaResponseStatus, header};
@@ -320,38 +326,81 @@ impl TransactionalParticipantBuilder {
             settle: tokio::sync::Mutex::new(()),
             counters: Counters::default(),
         });
+        let (stop, _) = watch::channel(false);
         let mut tasks = Vec::new();
         for (topic, handler) in self.handlers {
-            let mut subscription = inner.broker.subscribe(&topic).await?;
-            let inner = Arc::clone(&inner);
-            tasks.push(tokio::spawn(async move {
-                while let Some(delivery) = subscription.next().await {
+            let subscription = inner.broker.subscribe(&topic).await?;
+            let (inner, topic) = (Arc::clone(&inner), Arc::<str>::from(topic));
+            let handle = move |delivery: Delivery| {
+                let (inner, handler, topic) =
+                    (Arc::clone(&inner), Arc::clone(&handler), Arc::clone(&topic));
+                async move {
                     inner.command(&topic, &handler, delivery.message()).await;
-                    acknowledge(delivery).await;
+                    delivery
                 }
-            }));
+            };
+            tasks.push(tokio::spawn(serve(subscription, stop.subscribe(), handle)));
         }
         for phase in [Phase::Reserve, Phase::Commit, Phase::Reject] {
-            let mut subscription = inner.broker.subscribe(&phase.topic(&inner.service)).await?;
+            let subscription = inner.broker.subscribe(&phase.topic(&inner.service)).await?;
             let inner = Arc::clone(&inner);
-            tasks.push(tokio::spawn(async move {
-                while let Some(delivery) = subscription.next().await {
+            let handle = move |delivery: Delivery| {
+                let inner = Arc::clone(&inner);
+                async move {
                     inner.transaction_message(phase, delivery.message()).await;
-                    acknowledge(delivery).await;
+                    delivery
                 }
-            }));
+            };
+            tasks.push(tokio::spawn(serve(subscription, stop.subscribe(), handle)));
         }
         let (timeout, retention) = (self.reservation_timeout, self.answer_retention);
         let sweeper = Arc::clone(&inner);
+        let mut stopped = stop.subscribe();
         tasks.push(tokio::spawn(async move {
             let period = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
             loop {
-                tokio::time::sleep(period).await;
+                tokio::select! {
+                    biased;
+                    _ = stopped.wait_for(|stopped| *stopped) => return,
+                    () = tokio::time::sleep(period) => {}
+                }
                 sweeper.sweep(timeout).await;
                 sweeper.forget_answers(retention).await;
             }
         }));
-        Ok(TransactionalParticipant { inner, tasks })
+        Ok(TransactionalParticipant {
+            inner,
+            stop,
+            tasks: tokio::sync::Mutex::new(tasks),
+        })
+    }
+}
+
+/// Takes deliveries from `subscription` and hands each to `handle` (which hands it back), then
+/// acknowledges it, until `stopped` turns true (or the participant is gone) or the subscription
+/// ends. A delivery in hand is always finished: the stop is only looked at between deliveries.
+/// Dropping the subscription on the way out gives what it received but nobody took back to the
+/// broker.
+async fn serve<F, Fut>(
+    mut subscription: Subscription,
+    mut stopped: watch::Receiver<bool>,
+    handle: F,
+) where
+    F: Fn(Delivery) -> Fut,
+    Fut: Future<Output = Delivery>,
+{
+    loop {
+        let delivery = tokio::select! {
+            // The stop first: once it is asked for, no delivery that is ready is taken any more.
+            biased;
+            _ = stopped.wait_for(|stopped| *stopped) => return,
+            delivery = subscription.next() => match delivery {
+                Some(delivery) => delivery,
+                None => return,
+            },
+        };
+        let delivery = handle(delivery).await;
+        acknowledge(delivery).await;
     }
 }
 
@@ -431,10 +480,14 @@ pub struct DuplicateTopic {
     pub second: String,
 }
 
-/// A running transactional participant; dropping it stops it.
+/// A running transactional participant; [`shutdown`](Self::shutdown) stops it gracefully, dropping
+/// it stops it at once.
 pub struct TransactionalParticipant {
     inner: Arc<Inner>,
-    tasks: Vec<JoinHandle<()>>,
+    /// Turned true to stop the subscription loops and the sweeper.
+    stop: watch::Sender<bool>,
+    /// The subscription loops and the sweeper, until they are awaited by a shutdown.
+    tasks: tokio::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl TransactionalParticipant {
@@ -498,6 +551,26 @@ impl TransactionalParticipant {
         &self.inner.store
     }
 
+    /// Stops gracefully: takes no new delivery on any of its subscriptions (they are dropped, so a
+    /// networked broker gives their messages to the other instances), lets the deliveries in hand
+    /// finish (handler, reply, acknowledgement) and a sweep under way complete, stops the sweeper,
+    /// and returns once all of it is done. Calling it again (or at once from elsewhere) waits for the
+    /// same end and changes nothing.
+    pub async fn shutdown(&self) {
+        self.stop.send_replace(true);
+        let mut tasks = self.tasks.lock().await;
+        // Each handle leaves the list once finished: a shutdown that is itself cancelled leaves the
+        // rest to the next one, or to the drop, to end.
+        while let Some(task) = tasks.last_mut() {
+            if let Err(error) = task.await {
+                if error.is_panic() {
+                    tracing::error!(service = %self.inner.service, %error, "a participant task panicked");
+                }
+            }
+            tasks.pop();
+        }
+    }
+
     /// What it handled so far.
     pub fn stats(&self) -> ParticipantStats {
         let counters = &self.inner.counters;
@@ -517,7 +590,7 @@ impl TransactionalParticipant {
 
 impl Drop for TransactionalParticipant {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for task in self.tasks.get_mut().iter() {
             task.abort();
         }
     }
