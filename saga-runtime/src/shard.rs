@@ -63,6 +63,16 @@ impl<V> ShardedMap<V> {
         picked
     }
 
+    /// Removes every entry and returns them.
+    pub(crate) fn drain(&self) -> Vec<V> {
+        let mut drained = Vec::new();
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            drained.extend(shard.drain().map(|(_, value)| value));
+        }
+        drained
+    }
+
     /// The number of entries.
     pub(crate) fn len(&self) -> usize {
         self.shards

@@ -740,8 +740,10 @@ async fn a_reply_whose_store_fails_transiently_is_redelivered_and_applied_once()
         ReplyStats {
             applied: 1,
             ignored: 0,
+            unknown: 0,
             malformed: 0,
             failed: 1,
+            dead_lettered: 0,
         }
     );
     assert_eq!(repository.refused(), 1);
@@ -821,8 +823,10 @@ async fn a_final_reply_whose_store_fails_transiently_commits_the_transaction_onc
         ReplyStats {
             applied: 1,
             ignored: 0,
+            unknown: 0,
             malformed: 0,
             failed: 1,
+            dead_lettered: 0,
         }
     );
     let execution = manager

@@ -1,12 +1,12 @@
 //! The in-process broker: competing subscribers (round robin), the backlog of a topic nobody
 //! listens to, unread messages of a dropped subscriber, nack/ack, topics forgotten once unused
-//! (no leak of the commit phases' private reply topics), and the recorded history.
+//! (no leak of the commit phases' private reply topics), the recorded history, and dead letters.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use saga_runtime::broker::{Broker, REDELIVERY_DELAY, Subscription};
+use saga_runtime::broker::{Broker, MAX_DEAD_LETTERS, REDELIVERY_DELAY, Subscription};
 use saga_runtime::message::BrokerMessage;
 use saga_runtime::prelude::*;
 use saga_tests::Harness;
@@ -327,4 +327,56 @@ async fn a_broker_made_without_history_records_nothing() {
     assert!(broker.history().is_empty());
     assert_eq!(broker.backlog("A"), 1);
     assert_eq!(broker.backlog("B"), 1);
+}
+
+#[tokio::test]
+async fn a_dead_lettered_delivery_is_kept_with_its_reason_and_not_delivered_again() {
+    let broker = InProcessBroker::new();
+    let mut subscription = broker.subscribe("Poison").await.expect("subscribed");
+    let poison = message("Poison", 1);
+    publish_all(&broker, std::slice::from_ref(&poison)).await;
+    let delivery = tokio::time::timeout(ARRIVES_WITHIN, subscription.next())
+        .await
+        .expect("a message arrives")
+        .expect("the subscription is open");
+    delivery
+        .dead_letter("cannot be handled")
+        .await
+        .expect("dead-lettered");
+
+    let letters = broker.dead_letters("Poison");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].topic, "Poison");
+    assert_eq!(letters[0].reason, "cannot be handled");
+    assert_eq!(letters[0].message(), Some(poison));
+    assert!(broker.dead_letters("Other").is_empty());
+    // Longer than the redelivery delay: a nacked message would have come back.
+    nothing_more(&mut subscription, REDELIVERY_DELAY * 3).await;
+}
+
+#[tokio::test]
+async fn the_oldest_dead_letters_of_a_topic_make_room_for_new_ones() {
+    let broker = InProcessBroker::new();
+    let mut subscription = broker.subscribe("Poison").await.expect("subscribed");
+    let count = MAX_DEAD_LETTERS + 2;
+    let messages: Vec<BrokerMessage> = (0..count as u64)
+        .map(|number| message("Poison", number))
+        .collect();
+    publish_all(&broker, &messages).await;
+    for number in 0..count {
+        let delivery = subscription.next().await.expect("the subscription is open");
+        delivery
+            .dead_letter(format!("number {number}"))
+            .await
+            .expect("dead-lettered");
+    }
+
+    let letters = broker.dead_letters("Poison");
+    assert_eq!(letters.len(), MAX_DEAD_LETTERS);
+    assert_eq!(letters[0].reason, "number 2");
+    assert_eq!(letters[0].message(), Some(messages[2].clone()));
+    assert_eq!(
+        letters.last().map(|letter| letter.reason.as_str()),
+        Some(format!("number {}", count - 1).as_str())
+    );
 }

@@ -1,5 +1,6 @@
 //! `NatsBroker` on the NATS server named by `SAGA_TEST_NATS_URL` (skipped without one outside CI):
-//! the broker conformance suite, deduplication, dead letters, and a saga run end to end over it.
+//! the broker conformance suite, deduplication, dead letters (set aside by the broker or by a
+//! subscriber), and a saga run end to end over it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -203,6 +204,36 @@ async fn a_message_nacked_max_deliver_times_is_dead_lettered() {
         "{}",
         letters[0].reason
     );
+    nats.drop().await;
+}
+
+#[tokio::test]
+async fn a_delivery_a_subscriber_dead_letters_is_stored_with_its_reason_and_not_delivered_again() {
+    let Some(nats) = TestNats::connect().await else {
+        return;
+    };
+    let broker = nats.broker().await;
+    let topic = "orderReply";
+    let mut subscription = broker.subscribe(topic).await.expect("subscribed");
+    let poison = BrokerMessage::new(topic, json!("poison"));
+    broker.publish(poison.clone()).await.expect("published");
+    let delivery = tokio::time::timeout(PATIENCE, subscription.next())
+        .await
+        .expect("a delivery arrives in time")
+        .expect("the subscription is open");
+    // A header value is one line: a line break in the reason becomes a space.
+    delivery
+        .dead_letter("not a saga reply:\nno `saga` header")
+        .await
+        .expect("dead-lettered");
+
+    let letters = dead_letters(&broker, topic, 1).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].topic, topic);
+    assert_eq!(letters[0].reason, "not a saga reply: no `saga` header");
+    assert_eq!(letters[0].message(), Some(poison));
+    // Longer than the 1 s ack wait: an unacknowledged delivery would have come back.
+    nothing_arrives(&mut subscription, Duration::from_millis(1500)).await;
     nats.drop().await;
 }
 

@@ -393,8 +393,10 @@ async fn two_concurrent_replies_through_the_broker_apply_once() {
         ReplyStats {
             applied: 1,
             ignored: 1,
+            unknown: 0,
             malformed: 0,
             failed: 0,
+            dead_lettered: 0,
         }
     );
     let record = stored(&harness, id);
@@ -409,7 +411,7 @@ async fn two_concurrent_replies_through_the_broker_apply_once() {
 }
 
 #[tokio::test]
-async fn garbage_on_the_reply_topic_is_counted_as_malformed() {
+async fn garbage_on_the_reply_topic_is_dead_lettered_and_counted_as_malformed() {
     let harness = Harness::new().await;
     let saga = one_step_saga();
     let id = start_paused(&harness, &saga, RunOptions::new()).await;
@@ -444,19 +446,38 @@ async fn garbage_on_the_reply_topic_is_counted_as_malformed() {
         plain,
     ];
     let count = garbage.len() as u64;
+    let mut garbage_ids: Vec<Uuid> = garbage.iter().map(|message| message.id).collect();
     for message in garbage {
         harness.broker.publish(message).await.expect("published");
     }
-    eventually(|| harness.manager.reply_stats().malformed == count).await;
+    // Counted as dead-lettered once set aside, after being counted as malformed.
+    eventually(|| harness.manager.reply_stats().dead_lettered == count).await;
     assert_eq!(
         harness.manager.reply_stats(),
         ReplyStats {
             applied: 0,
             ignored: 0,
+            unknown: 0,
             malformed: count,
             failed: 0,
+            dead_lettered: count,
         }
     );
+    let letters = harness.broker.dead_letters("orderReply");
+    let mut dead: Vec<Uuid> = letters
+        .iter()
+        .filter_map(|letter| letter.message().map(|message| message.id))
+        .collect();
+    dead.sort();
+    garbage_ids.sort();
+    assert_eq!(dead, garbage_ids, "{letters:?}");
+    for letter in &letters {
+        assert!(
+            letter.reason.starts_with("message on `orderReply`"),
+            "{}",
+            letter.reason
+        );
+    }
     // Nothing changed, and the listener still works.
     assert_eq!(stored(&harness, id).status, SagaStatus::Paused);
 
@@ -468,8 +489,10 @@ async fn garbage_on_the_reply_topic_is_counted_as_malformed() {
         ReplyStats {
             applied: 1,
             ignored: 0,
+            unknown: 0,
             malformed: count,
             failed: 0,
+            dead_lettered: count,
         }
     );
     let record = stored(&harness, id);
@@ -552,8 +575,10 @@ async fn a_valid_reply_through_the_broker_is_applied_by_the_listener() {
         ReplyStats {
             applied: 2,
             ignored: 1,
+            unknown: 0,
             malformed: 0,
             failed: 0,
+            dead_lettered: 0,
         }
     );
     assert_eq!(stored(&harness, id), record);

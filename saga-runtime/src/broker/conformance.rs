@@ -96,6 +96,7 @@ where
     topics_are_isolated(&broker, expectations).await;
     subscribers_of_a_topic_compete(&broker, &connect().await, expectations).await;
     a_nack_redelivers_and_an_ack_does_not(&broker, expectations).await;
+    a_dead_lettered_delivery_is_not_delivered_again(&broker, expectations).await;
     a_message_waits_for_the_first_subscriber(&broker, &connect().await, expectations).await;
     a_dropped_subscribers_message_goes_to_another(&broker, &connect().await, expectations).await;
     a_private_subscription_receives(&broker, expectations).await;
@@ -272,6 +273,47 @@ async fn a_nack_redelivers_and_an_ack_does_not(broker: &dyn Broker, expectations
         &mut subscription,
         expectations.quiet,
         "an acknowledged message is not delivered again",
+    )
+    .await;
+}
+
+async fn a_dead_lettered_delivery_is_not_delivered_again(
+    broker: &dyn Broker,
+    expectations: &Expectations,
+) {
+    let topic = topic("dead-letter");
+    let mut subscription = subscribe(broker, &topic).await;
+    let poison = full_message(&topic);
+    publish(broker, poison.clone()).await;
+    let delivery = receive(
+        &mut subscription,
+        expectations.patience,
+        "a message arrives",
+    )
+    .await;
+    assert_eq!(delivery.message(), &poison);
+    delivery
+        .dead_letter("the conformance suite sets it aside")
+        .await
+        .unwrap_or_else(|error| panic!("rule: a delivery can be dead-lettered ({error})"));
+    let next = full_message(&topic);
+    publish(broker, next.clone()).await;
+    let delivery = receive(
+        &mut subscription,
+        expectations.patience,
+        "the topic goes on after a dead letter",
+    )
+    .await;
+    assert_eq!(
+        delivery.message(),
+        &next,
+        "rule: a dead-lettered message is not delivered again"
+    );
+    ack(delivery).await;
+    nothing_arrives(
+        &mut subscription,
+        expectations.quiet,
+        "a dead-lettered message is not delivered again",
     )
     .await;
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use super::{Acknowledge, Broker, Delivery, DeliverySource, Subscription};
+use super::{Acknowledge, Broker, DeadLetter, Delivery, DeliverySource, Subscription};
 use crate::error::BrokerError;
 use crate::message::BrokerMessage;
 
@@ -19,6 +19,10 @@ use crate::message::BrokerMessage;
 ///
 /// [`with_history`](Self::with_history) keeps a copy of every published message, in order, for tests
 /// and examples that show the traffic.
+///
+/// A delivery set aside with [`Delivery::dead_letter`] is kept in memory with its reason,
+/// readable with [`dead_letters`](Self::dead_letters) (the last [`MAX_DEAD_LETTERS`] of each
+/// topic), and never delivered again.
 #[derive(Clone, Default)]
 pub struct InProcessBroker {
     inner: Arc<Inner>,
@@ -27,10 +31,14 @@ pub struct InProcessBroker {
 /// How long a nacked delivery waits before it is delivered again.
 pub const REDELIVERY_DELAY: Duration = Duration::from_millis(100);
 
+/// How many dead letters the in-process broker keeps per topic; older ones are dropped.
+pub const MAX_DEAD_LETTERS: usize = 1024;
+
 #[derive(Default)]
 struct Inner {
     topics: RwLock<HashMap<String, Arc<Mutex<Topic>>>>,
     history: Option<Mutex<Vec<BrokerMessage>>>,
+    dead_letters: Mutex<HashMap<String, VecDeque<DeadLetter>>>,
 }
 
 #[derive(Default)]
@@ -73,8 +81,8 @@ impl InProcessBroker {
     pub fn with_history() -> Self {
         Self {
             inner: Arc::new(Inner {
-                topics: RwLock::default(),
                 history: Some(Mutex::default()),
+                ..Inner::default()
             }),
         }
     }
@@ -100,6 +108,15 @@ impl InProcessBroker {
         self.inner
             .existing(topic)
             .map_or(0, |topic| lock(&topic).backlog.len())
+    }
+
+    /// The dead letters of `topic` so far, oldest first (see [`Delivery::dead_letter`]); each
+    /// payload is the JSON of the message.
+    pub fn dead_letters(&self, topic: &str) -> Vec<DeadLetter> {
+        lock(&self.inner.dead_letters)
+            .get(topic)
+            .map(|letters| letters.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The number of topics with subscribers or a backlog.
@@ -252,7 +269,7 @@ impl Drop for Receiver {
 }
 
 /// Acknowledges in-process deliveries: an ack needs nothing, a nack publishes the message again
-/// after [`REDELIVERY_DELAY`].
+/// after [`REDELIVERY_DELAY`], a dead letter is kept in the broker's memory.
 struct Redeliver {
     broker: Weak<Inner>,
 }
@@ -273,6 +290,31 @@ impl Acknowledge for Redeliver {
             // Publishing in process cannot fail.
             let _ = broker.publish(message).await;
         });
+        Ok(())
+    }
+
+    async fn dead_letter(
+        self: Box<Self>,
+        message: BrokerMessage,
+        reason: String,
+    ) -> Result<(), BrokerError> {
+        let Some(inner) = self.broker.upgrade() else {
+            return Err(BrokerError::Closed);
+        };
+        tracing::warn!(topic = %message.topic, message.id = %message.id, %reason, "dead-lettering a message");
+        let payload =
+            serde_json::to_vec(&message).map_err(|error| BrokerError::Other(error.into()))?;
+        let letter = DeadLetter {
+            topic: message.topic,
+            reason,
+            payload,
+        };
+        let mut dead_letters = lock(&inner.dead_letters);
+        let letters = dead_letters.entry(letter.topic.clone()).or_default();
+        if letters.len() == MAX_DEAD_LETTERS {
+            letters.pop_front();
+        }
+        letters.push_back(letter);
         Ok(())
     }
 }

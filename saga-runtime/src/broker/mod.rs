@@ -4,6 +4,10 @@
 //! acknowledgement to each [`Delivery`]. The in-process broker is the embedded default;
 //! `NatsBroker` (feature `nats`) runs on NATS JetStream. [`conformance::check`] checks a broker
 //! against the contract.
+//!
+//! A delivery is settled one of three ways: [`ack`](Delivery::ack) (handled),
+//! [`nack`](Delivery::nack) (deliver it again later) or [`dead_letter`](Delivery::dead_letter)
+//! (it can never be handled: set it aside, with the reason, for a human).
 
 pub mod conformance;
 mod in_process;
@@ -12,11 +16,10 @@ mod nats;
 
 use async_trait::async_trait;
 
-pub use in_process::{InProcessBroker, REDELIVERY_DELAY};
+pub use in_process::{InProcessBroker, MAX_DEAD_LETTERS, REDELIVERY_DELAY};
 #[cfg(feature = "nats")]
 pub use nats::{
-    DEAD_LETTER_REASON, DEAD_LETTER_TOPIC, DEFAULT_MAX_MESSAGE_BYTES, DeadLetter, NatsBroker,
-    NatsBrokerBuilder,
+    DEAD_LETTER_REASON, DEAD_LETTER_TOPIC, DEFAULT_MAX_MESSAGE_BYTES, NatsBroker, NatsBrokerBuilder,
 };
 
 use crate::error::BrokerError;
@@ -80,6 +83,43 @@ pub trait Acknowledge: Send {
     /// The message was not handled; deliver it again later. The message is handed back for brokers
     /// that redeliver it themselves.
     async fn nack(self: Box<Self>, message: BrokerMessage) -> Result<(), BrokerError>;
+
+    /// The message can never be handled (`reason` says why): set it aside where a human can read
+    /// it, and do not deliver it again. A broker that keeps dead letters stores it first and, if it
+    /// cannot, asks for a redelivery instead and returns the error. By default the broker keeps no
+    /// dead letters: the message is logged with the reason and acknowledged (dropped).
+    async fn dead_letter(
+        self: Box<Self>,
+        message: BrokerMessage,
+        reason: String,
+    ) -> Result<(), BrokerError> {
+        tracing::warn!(
+            topic = %message.topic,
+            message.id = %message.id,
+            %reason,
+            "dropping a message that can never be handled (this broker keeps no dead letters)"
+        );
+        self.ack().await
+    }
+}
+
+/// A message set aside instead of being handled (see [`Delivery::dead_letter`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The topic it was published on.
+    pub topic: String,
+    /// Why it was set aside.
+    pub reason: String,
+    /// Its payload as it arrived: the JSON of a [`BrokerMessage`], unless it was set aside for not
+    /// being one.
+    pub payload: Vec<u8>,
+}
+
+impl DeadLetter {
+    /// The message, if the payload is one.
+    pub fn message(&self) -> Option<BrokerMessage> {
+        serde_json::from_slice(&self.payload).ok()
+    }
 }
 
 /// One received message, to be acknowledged after it was handled.
@@ -128,6 +168,25 @@ impl Delivery {
         match self.acknowledge {
             Some(acknowledge) => acknowledge.nack(self.message).await,
             None => Ok(()),
+        }
+    }
+
+    /// Sets the message aside for good because it can never be handled: the broker keeps it as a
+    /// dead letter with `reason` (or, if it keeps none, logs it and drops it) and does not deliver
+    /// it again. See [`Acknowledge::dead_letter`].
+    pub async fn dead_letter(self, reason: impl Into<String>) -> Result<(), BrokerError> {
+        let reason = reason.into();
+        match self.acknowledge {
+            Some(acknowledge) => acknowledge.dead_letter(self.message, reason).await,
+            None => {
+                tracing::warn!(
+                    topic = %self.message.topic,
+                    message.id = %self.message.id,
+                    %reason,
+                    "dropping a message that can never be handled"
+                );
+                Ok(())
+            }
         }
     }
 }

@@ -12,7 +12,7 @@ use async_nats::jetstream::{self, AckKind};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 
-use super::{Acknowledge, Broker, Delivery, DeliverySource, Subscription};
+use super::{Acknowledge, Broker, DeadLetter, Delivery, DeliverySource, Subscription};
 use crate::error::BrokerError;
 use crate::message::BrokerMessage;
 
@@ -49,7 +49,10 @@ pub const DEAD_LETTER_TOPIC: &str = "Saga-Dead-Letter-Topic";
 /// to `{prefix}.dead.{topic}` with headers [`DEAD_LETTER_REASON`] and [`DEAD_LETTER_TOPIC`] and
 /// its original payload, then acknowledged. The delivery count is checked by the broker itself
 /// (the consumer has no limit of its own), so a message nacked `max_deliver` times is
-/// dead-lettered on its next delivery. [`take_dead_letters`](Self::take_dead_letters) reads them.
+/// dead-lettered on its next delivery. A subscriber sets aside a delivery it can never handle the
+/// same way, with its own reason, through [`Delivery::dead_letter`]: the dead letter is stored,
+/// then the delivery acknowledged (if the dead letter cannot be stored, the delivery is nacked and
+/// the error returned). [`take_dead_letters`](Self::take_dead_letters) reads them.
 ///
 /// **Topic names.** A topic is one subject token: ASCII letters, digits, `_` and `-` are kept, every
 /// other byte becomes `~` and two hex digits (`orderReply.1f2e` is `orderReply~2e1f2e`), so
@@ -306,17 +309,6 @@ impl std::fmt::Debug for NatsBroker {
     }
 }
 
-/// A message the broker set aside instead of delivering it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    /// The topic it was published on.
-    pub topic: String,
-    /// Why it was set aside.
-    pub reason: String,
-    /// Its payload as it arrived.
-    pub payload: Vec<u8>,
-}
-
 #[async_trait]
 impl Broker for NatsBroker {
     async fn publish(&self, message: BrokerMessage) -> Result<(), BrokerError> {
@@ -431,25 +423,35 @@ impl Source {
             .map_err(|error| format!("the payload is not a saga message: {error}"))
     }
 
-    /// Publishes `message` to the topic's dead letters, then acknowledges it; if the dead letter
-    /// cannot be stored, the message is nacked to be tried again.
-    async fn dead_letter(&self, message: jetstream::Message, reason: String) {
+    /// Dead-letters a delivery the broker refuses to hand out, logging what fails.
+    async fn dead_letter(&self, message: jetstream::Message, reason: &str) {
         tracing::warn!(topic = %self.topic, %reason, "dead-lettering a message");
+        if let Err(error) = self.inner.dead_letter(&self.topic, message, reason).await {
+            tracing::warn!(topic = %self.topic, %error, "dead-lettering a message failed");
+        }
+    }
+}
+
+impl Inner {
+    /// Publishes `message` to the dead letters of `topic` with `reason`, then acknowledges it; if
+    /// the dead letter cannot be stored, the message is nacked to be tried again and the error
+    /// returned.
+    async fn dead_letter(
+        &self,
+        topic: &str,
+        message: jetstream::Message,
+        reason: &str,
+    ) -> Result<(), BrokerError> {
         let mut headers = HeaderMap::new();
-        headers.insert(DEAD_LETTER_REASON, reason.as_str());
-        headers.insert(DEAD_LETTER_TOPIC, self.topic.as_str());
+        headers.insert(DEAD_LETTER_REASON, header_value(reason).as_str());
+        headers.insert(DEAD_LETTER_TOPIC, header_value(topic).as_str());
         if let Ok(info) = message.info() {
             // A dead letter published again after a crash is dropped as a repeat.
             let id = format!("dead-{}-{}", info.stream, info.stream_sequence);
             headers.insert(NATS_MESSAGE_ID, id.as_str());
         }
-        let subject = format!(
-            "{}.dead.{}",
-            self.inner.settings.prefix,
-            sanitize(&self.topic)
-        );
+        let subject = format!("{}.dead.{}", self.settings.prefix, sanitize(topic));
         let stored = match self
-            .inner
             .jetstream
             .publish_with_headers(subject, headers, message.payload.clone())
             .await
@@ -457,17 +459,18 @@ impl Source {
             Ok(stored) => stored.await.map(drop).map_err(other),
             Err(error) => Err(other(error)),
         };
-        let acknowledged = match stored {
-            Ok(()) => message.double_ack().await,
+        match stored {
+            Ok(()) => message.double_ack().await.map_err(boxed),
             Err(error) => {
-                tracing::error!(topic = %self.topic, %error, "could not store a dead letter");
-                message
-                    .ack_with(AckKind::Nak(Some(self.inner.settings.redelivery_delay)))
+                tracing::error!(%topic, %error, "could not store a dead letter; asking for a redelivery");
+                if let Err(nack) = message
+                    .ack_with(AckKind::Nak(Some(self.settings.redelivery_delay)))
                     .await
+                {
+                    tracing::warn!(%topic, error = %nack, "asking for a redelivery failed");
+                }
+                Err(error)
             }
-        };
-        if let Err(error) = acknowledged {
-            tracing::warn!(topic = %self.topic, %error, "could not acknowledge a dead letter");
         }
     }
 }
@@ -489,21 +492,23 @@ impl DeliverySource for Source {
                 Ok(decoded) => {
                     let acknowledge = NatsAcknowledge {
                         message,
-                        redelivery_delay: self.inner.settings.redelivery_delay,
+                        inner: Arc::clone(&self.inner),
+                        topic: self.topic.clone(),
                     };
                     return Some(Delivery::with_acknowledge(decoded, Box::new(acknowledge)));
                 }
-                Err(reason) => self.dead_letter(message, reason).await,
+                Err(reason) => self.dead_letter(message, &reason).await,
             }
         }
     }
 }
 
 /// Acknowledges a JetStream delivery: an ack waits for the server's confirmation, a nack asks for a
-/// redelivery after the delay.
+/// redelivery after the delay, a dead letter is stored under the topic's dead letters, then acked.
 struct NatsAcknowledge {
     message: jetstream::Message,
-    redelivery_delay: Duration,
+    inner: Arc<Inner>,
+    topic: String,
 }
 
 #[async_trait]
@@ -514,10 +519,29 @@ impl Acknowledge for NatsAcknowledge {
 
     async fn nack(self: Box<Self>, _message: BrokerMessage) -> Result<(), BrokerError> {
         self.message
-            .ack_with(AckKind::Nak(Some(self.redelivery_delay)))
+            .ack_with(AckKind::Nak(Some(self.inner.settings.redelivery_delay)))
             .await
             .map_err(boxed)
     }
+
+    async fn dead_letter(
+        self: Box<Self>,
+        _message: BrokerMessage,
+        reason: String,
+    ) -> Result<(), BrokerError> {
+        tracing::warn!(topic = %self.topic, %reason, "dead-lettering a message at its subscriber's request");
+        let Self {
+            message,
+            inner,
+            topic,
+        } = *self;
+        inner.dead_letter(&topic, message, &reason).await
+    }
+}
+
+/// `text` as a header value: NATS headers are one line, so line breaks become spaces.
+fn header_value(text: &str) -> String {
+    text.replace(['\r', '\n'], " ")
 }
 
 fn other(error: impl std::error::Error + Send + Sync + 'static) -> BrokerError {

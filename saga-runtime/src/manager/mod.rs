@@ -9,6 +9,12 @@
 //! commit or reject the transaction. Waiting "in memory" is the same path: the execution is stored
 //! at its pause and the caller waits for the reply listener to report that it ended, so a crash
 //! while waiting loses nothing. See `recovery` for what happens after a crash.
+//!
+//! The reply listener settles every delivery: a reply that advanced an execution or changed nothing
+//! (unknown execution, not awaited, duplicate) is acknowledged; a failure that may pass (storage,
+//! transport, an instance holding the execution) is nacked to be delivered again; a message that
+//! is not a saga reply, or whose handling can never succeed, is dead-lettered with the reason.
+//! `SagaManager::shutdown` stops it gracefully.
 
 mod options;
 mod recovery;
@@ -20,7 +26,7 @@ use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -28,7 +34,7 @@ use uuid::Uuid;
 pub use options::{RunOptions, RunOutcome};
 pub use recovery::RecoveryReport;
 
-use crate::broker::{Broker, InProcessBroker, Subscription};
+use crate::broker::{Broker, Delivery, InProcessBroker, Subscription};
 use crate::committer::{CommitError, Phase, PreparedPhase, TransactionCommitter};
 use crate::context::Context;
 use crate::definition::BoxFuture;
@@ -128,31 +134,42 @@ pub enum ReplyOutcome {
 /// Counts of what the reply listener did with what it received.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReplyStats {
-    /// Replies that advanced an execution.
+    /// Replies that advanced an execution (acknowledged).
     pub applied: u64,
-    /// Replies that changed nothing (late, duplicate, unknown execution...).
+    /// Replies to a stored execution that changed nothing: it ended, does not wait for that reply,
+    /// or already applied it (acknowledged).
     pub ignored: u64,
-    /// Messages that were not saga replies.
+    /// Replies naming an execution that is not stored (acknowledged).
+    pub unknown: u64,
+    /// Messages that were not saga replies (dead-lettered).
     pub malformed: u64,
-    /// Replies whose handling failed (storage, broker, unknown saga...).
+    /// Replies whose handling failed: for a reason that may pass (storage, broker, an instance
+    /// holding the execution, a saga not registered yet), nacked to be delivered again; otherwise
+    /// dead-lettered.
     pub failed: u64,
+    /// Messages set aside as dead letters: the malformed ones and the replies whose handling
+    /// failed for good.
+    pub dead_lettered: u64,
 }
 
 #[derive(Debug, Default)]
 struct Counters {
     applied: AtomicU64,
     ignored: AtomicU64,
+    unknown: AtomicU64,
     malformed: AtomicU64,
     failed: AtomicU64,
+    dead_lettered: AtomicU64,
 }
 
 /// Runs and resumes saga executions for one service.
 ///
-/// Cheap to clone; the reply listener stops when the last clone is dropped.
+/// Cheap to clone. [`shutdown`](Self::shutdown) stops the reply listener and the recovery sweeps
+/// gracefully; without it, they are aborted when the last clone is dropped.
 #[derive(Clone)]
 pub struct SagaManager {
     inner: Arc<Inner>,
-    _listener: Arc<ListenerGuard>,
+    background: Arc<Background>,
 }
 
 impl std::fmt::Debug for SagaManager {
@@ -271,6 +288,7 @@ impl SagaManagerBuilder {
         let instance = self
             .instance
             .unwrap_or_else(|| format!("{}-{}", env.service(), Uuid::new_v4().simple()));
+        let (stopping, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             env,
             repository,
@@ -285,34 +303,53 @@ impl SagaManagerBuilder {
             lease: self.lease,
             storage_retry: self.storage_retry,
             retention: self.retention,
+            stopping,
         });
         for saga in self.registry.erased() {
             inner.register_erased(saga)?;
         }
-        let mut tasks = vec![tokio::spawn(listen(Arc::downgrade(&inner), subscription))];
+        let (alive, working) = watch::channel(());
+        let mut tasks = vec![tokio::spawn(listen(
+            Arc::downgrade(&inner),
+            subscription,
+            inner.stopping.subscribe(),
+            working.clone(),
+        ))];
         if self.recover_on_start {
             let report = inner.recover().await;
             if !report.is_empty() {
                 tracing::info!(%report, "start-up recovery");
             }
-            tasks.push(tokio::spawn(recovery::sweep_periodically(
+            let sweeps = recovery::sweep_periodically(
                 Arc::downgrade(&inner),
                 self.lease,
-            )));
+                inner.stopping.subscribe(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let _working = working;
+                sweeps.await;
+            }));
         }
         Ok(SagaManager {
             inner,
-            _listener: Arc::new(ListenerGuard(tasks)),
+            background: Arc::new(Background { tasks, alive }),
         })
     }
 }
 
-/// Stops the reply listener and the recovery sweeps when the last manager handle goes.
-struct ListenerGuard(Vec<JoinHandle<()>>);
+/// The manager's background work: the reply listener, the reply tasks it spawned and the recovery
+/// sweeps. Each of them holds a receiver of `alive`, so that its sender sees them all gone.
+///
+/// When the last manager handle goes, the listener and the sweeps are aborted (a reply task
+/// already spawned finishes on its own).
+struct Background {
+    tasks: Vec<JoinHandle<()>>,
+    alive: watch::Sender<()>,
+}
 
-impl Drop for ListenerGuard {
+impl Drop for Background {
     fn drop(&mut self) {
-        for task in &self.0 {
+        for task in &self.tasks {
             task.abort();
         }
     }
@@ -338,6 +375,44 @@ impl SagaManager {
     /// This instance's name (the owner written on the executions it advances).
     pub fn instance(&self) -> &str {
         &self.inner.instance
+    }
+
+    /// Stops this instance gracefully, and returns once it stopped:
+    ///
+    /// 1. The reply listener takes no new delivery and drops its subscription: what arrives from
+    ///    now on (or was received but not taken yet) stays with the broker for the other instances
+    ///    or the next one (a networked broker hands a delivery taken but never acknowledged to
+    ///    another subscriber after its ack wait).
+    /// 2. The replies already taken are handled to the end and settled (acknowledged, nacked or
+    ///    dead-lettered).
+    /// 3. The periodic recovery sweeps stop (a sweep under way finishes first), and the timers of
+    ///    paused steps no longer fire here (their deadline is stored: recovery elsewhere arms them
+    ///    again).
+    /// 4. The runs still waiting in memory for a reply return [`SagaError::Shutdown`]; their
+    ///    executions stay stored and are resumed by whichever instance receives the reply.
+    ///
+    /// Calls from several clones all wait for the same stop; a second call returns at once. The
+    /// manager's other methods keep working (a run that would wait in memory returns
+    /// [`SagaError::Shutdown`] at its first pause).
+    pub async fn shutdown(&self) {
+        if !self.inner.stopping.send_replace(true) {
+            tracing::info!(instance = %self.inner.instance, "shutting down the saga manager");
+        }
+        self.background.alive.closed().await;
+        // No reply reaches the runs waiting in memory any more.
+        let waiting = self.inner.parked.drain();
+        if !waiting.is_empty() {
+            tracing::info!(
+                runs = waiting.len(),
+                "runs waiting in memory are told that the manager shut down"
+            );
+        }
+        drop(waiting);
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called.
+    pub fn is_shut_down(&self) -> bool {
+        *self.inner.stopping.borrow()
     }
 
     /// Runs one recovery sweep now (the manager also runs one when it is built and then one per
@@ -369,8 +444,10 @@ impl SagaManager {
         ReplyStats {
             applied: counters.applied.load(Ordering::Relaxed),
             ignored: counters.ignored.load(Ordering::Relaxed),
+            unknown: counters.unknown.load(Ordering::Relaxed),
             malformed: counters.malformed.load(Ordering::Relaxed),
             failed: counters.failed.load(Ordering::Relaxed),
+            dead_lettered: counters.dead_lettered.load(Ordering::Relaxed),
         }
     }
 
@@ -578,6 +655,8 @@ pub(crate) struct Inner {
     lease: Duration,
     storage_retry: Duration,
     retention: Option<Duration>,
+    /// Set by `SagaManager::shutdown`.
+    stopping: watch::Sender<bool>,
 }
 
 /// Whether a store keeps this instance as the execution's owner (it goes on advancing it) or lets
@@ -651,6 +730,16 @@ impl Inner {
                 waiter,
             },
         );
+        // Checked after parking: either this sees the shutdown, or the shutdown's drain sees the
+        // parked run.
+        if self.is_stopping() {
+            // Dropping the waiter tells the run that the manager shut down.
+            drop(self.parked.shard(&id).remove(&id));
+        }
+    }
+
+    fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
     }
 
     /// Loads execution `id`, advances it with `input` and stores it, under its lock.
@@ -715,6 +804,10 @@ impl Inner {
                 if ended {
                     // The run may have given up waiting; the execution is stored either way.
                     let _ = waiter.send(Ok(Completion { execution, failure }));
+                } else if self.is_stopping() {
+                    // No reply reaches it here any more: the run hears that the manager shut
+                    // down (the waiter is dropped); the execution is stored.
+                    drop((execution, waiter));
                 } else {
                     let parked = Parked {
                         saga,
@@ -1189,6 +1282,10 @@ impl Inner {
             let Some(inner) = inner.upgrade() else {
                 return;
             };
+            if inner.is_stopping() {
+                // Shut down: the deadline is stored, and recovery elsewhere arms it again.
+                return;
+            }
             {
                 let mut expiries = inner.expiries.shard(&id);
                 if expiries.get(&id) == Some(&request) {
@@ -1297,48 +1394,102 @@ impl<C: Context> ErasedSaga for Typed<C> {
     }
 }
 
-/// Receives the service's replies and resumes the executions they name, each in its own task.
-async fn listen(inner: Weak<Inner>, mut subscription: Subscription) {
-    while let Some(delivery) = subscription.next().await {
+/// Receives the service's replies and resumes the executions they name, each in its own task,
+/// until `stop` turns true. Every task holds a clone of `working`, as does the listener itself.
+async fn listen(
+    inner: Weak<Inner>,
+    mut subscription: Subscription,
+    mut stop: watch::Receiver<bool>,
+    working: watch::Receiver<()>,
+) {
+    loop {
+        let delivery = tokio::select! {
+            biased;
+            () = stopped(&mut stop) => break,
+            delivery = subscription.next() => delivery,
+        };
+        let Some(delivery) = delivery else {
+            break;
+        };
         let Some(inner) = inner.upgrade() else {
             return;
         };
+        let working = working.clone();
         tokio::spawn(async move {
-            let counters = &inner.counters;
-            match SagaResponse::from_message(delivery.message()) {
-                Err(error) => {
-                    counters.malformed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%error, "dropped a message that is not a saga reply");
-                }
-                Ok(reply) => match inner
-                    .advance_stored(reply.saga(), Input::Reply(reply))
-                    .await
-                {
-                    Ok(ReplyOutcome::Applied { .. }) => {
-                        counters.applied.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(ReplyOutcome::Ignored { id, reason }) => {
-                        counters.ignored.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(saga.id = %id, %reason, "ignored a reply");
-                    }
-                    Err(error) => {
-                        counters.failed.fetch_add(1, Ordering::Relaxed);
-                        if is_transient(&error) {
-                            // Storage or transport trouble: have the reply delivered again.
-                            tracing::warn!(%error, "handling a reply failed; asking for redelivery");
-                            if let Err(error) = delivery.nack().await {
-                                tracing::warn!(%error, "asking for a redelivery failed");
-                            }
-                            return;
-                        }
-                        tracing::error!(%error, "handling a reply failed for good");
-                    }
-                },
-            }
-            if let Err(error) = delivery.ack().await {
-                tracing::warn!(%error, "acknowledging a reply failed");
-            }
+            handle_delivery(&inner, delivery).await;
+            drop(working);
         });
+    }
+    // What was received but not taken goes back to the broker.
+    drop(subscription);
+}
+
+/// Returns once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopping| *stopping).await;
+}
+
+/// Handles one delivery of the reply topic and settles it.
+async fn handle_delivery(inner: &Arc<Inner>, delivery: Delivery) {
+    let counters = &inner.counters;
+    let message_id = delivery.message().id;
+    let reply = match SagaResponse::from_message(delivery.message()) {
+        Ok(reply) => reply,
+        Err(error) => {
+            counters.malformed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%message_id, %error, "dead-lettering a message that is not a saga reply");
+            dead_letter(counters, delivery, error.to_string()).await;
+            return;
+        }
+    };
+    let id = reply.saga();
+    match inner.advance_stored(id, Input::Reply(reply)).await {
+        Ok(ReplyOutcome::Applied { .. }) => {
+            counters.applied.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(ReplyOutcome::Ignored {
+            reason: ReplyRejection::UnknownExecution,
+            ..
+        }) => {
+            counters.unknown.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(saga.id = %id, %message_id, "ignored a reply for an execution that is not stored");
+        }
+        Ok(ReplyOutcome::Ignored { id, reason }) => {
+            counters.ignored.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(saga.id = %id, %message_id, %reason, "ignored a reply");
+        }
+        Err(error) if is_transient(&error) => {
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+            // Storage or transport trouble: have the reply delivered again.
+            tracing::warn!(saga.id = %id, %message_id, %error, "handling a reply failed; asking for redelivery");
+            if let Err(error) = delivery.nack().await {
+                tracing::warn!(%message_id, %error, "asking for a redelivery failed");
+            }
+            return;
+        }
+        Err(error) => {
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(saga.id = %id, %message_id, %error, "handling a reply failed for good; dead-lettering it");
+            dead_letter(counters, delivery, error.to_string()).await;
+            return;
+        }
+    }
+    if let Err(error) = delivery.ack().await {
+        tracing::warn!(%message_id, %error, "acknowledging a reply failed");
+    }
+}
+
+/// Sets `delivery` aside with `reason`, and counts it.
+async fn dead_letter(counters: &Counters, delivery: Delivery, reason: String) {
+    let message_id = delivery.message().id;
+    match delivery.dead_letter(reason).await {
+        Ok(()) => {
+            counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(error) => {
+            // The broker asked for a redelivery instead: it comes back and is set aside then.
+            tracing::warn!(%message_id, %error, "dead-lettering a reply failed");
+        }
     }
 }
 

@@ -34,6 +34,7 @@ use std::fmt;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{Driven, Hold, Inner, SagaError, Saver, Stored};
@@ -331,11 +332,19 @@ impl Inner {
     }
 }
 
-/// Runs a recovery sweep every `interval` while the manager lives: executions whose owner died are
-/// taken over once its lease runs out.
-pub(super) async fn sweep_periodically(inner: Weak<Inner>, interval: Duration) {
+/// Runs a recovery sweep every `interval` while the manager lives, until `stop` turns true (a sweep
+/// under way finishes first): executions whose owner died are taken over once its lease runs out.
+pub(super) async fn sweep_periodically(
+    inner: Weak<Inner>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
-        tokio::time::sleep(interval).await;
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|stopping| *stopping) => return,
+            () = tokio::time::sleep(interval) => {}
+        }
         let Some(inner) = inner.upgrade() else {
             return;
         };
