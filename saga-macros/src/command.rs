@@ -176,6 +176,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
                             ::core::concat!(::core::file!(), ":", ::core::line!()),
                             __register,
                         )
+                        .in_module(::core::module_path!())
                     }
                 };
             }

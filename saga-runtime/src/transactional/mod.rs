@@ -33,7 +33,11 @@
 //! the sweeper then forgets them, and a command redelivered later runs again. A failed command is not
 //! remembered: it stages nothing, and a redelivery runs it again.
 //!
-//! Every delivery is acknowledged once handled. A message that cannot be understood (no valid
+//! Every delivery is acknowledged once handled and answered. When the answer cannot be published,
+//! or the store cannot be reached while a command is handled, the delivery is handed back for a
+//! redelivery instead (a command whose answer is remembered is answered again, one that staged
+//! nothing runs again), so neither a broker hiccup nor a database outage turns into a reply the
+//! saga never gets or a business refusal. A message that cannot be understood (no valid
 //! `transactions` header on a command, a payload the handler's request type does not decode, no
 //! transaction id on a reserve/commit/reject) changes nothing: it is logged, counted in
 //! [`ParticipantStats::undecodable`], answered SYSTEM_ERROR (commands) or ERROR (transaction
@@ -335,8 +339,8 @@ impl TransactionalParticipantBuilder {
                 let (inner, handler, topic) =
                     (Arc::clone(&inner), Arc::clone(&handler), Arc::clone(&topic));
                 async move {
-                    inner.command(&topic, &handler, delivery.message()).await;
-                    delivery
+                    let handled = inner.command(&topic, &handler, delivery.message()).await;
+                    (delivery, handled)
                 }
             };
             tasks.push(tokio::spawn(serve(subscription, stop.subscribe(), handle)));
@@ -347,8 +351,8 @@ impl TransactionalParticipantBuilder {
             let handle = move |delivery: Delivery| {
                 let inner = Arc::clone(&inner);
                 async move {
-                    inner.transaction_message(phase, delivery.message()).await;
-                    delivery
+                    let handled = inner.transaction_message(phase, delivery.message()).await;
+                    (delivery, handled)
                 }
             };
             tasks.push(tokio::spawn(serve(subscription, stop.subscribe(), handle)));
@@ -376,8 +380,8 @@ impl TransactionalParticipantBuilder {
     }
 }
 
-/// Takes deliveries from `subscription` and hands each to `handle` (which hands it back), then
-/// acknowledges it, until `stopped` turns true (or the participant is gone) or the subscription
+/// Takes deliveries from `subscription` and hands each to `handle` (which hands it back with
+/// whether it was handled), then acknowledges it (or asks for a redelivery), until `stopped` turns true (or the participant is gone) or the subscription
 /// ends. A delivery in hand is always finished: the stop is only looked at between deliveries.
 /// Dropping the subscription on the way out gives what it received but nobody took back to the
 /// broker.
@@ -387,7 +391,7 @@ async fn serve<F, Fut>(
     handle: F,
 ) where
     F: Fn(Delivery) -> Fut,
-    Fut: Future<Output = Delivery>,
+    Fut: Future<Output = (Delivery, Handled)>,
 {
     loop {
         let delivery = tokio::select! {
@@ -399,8 +403,8 @@ async fn serve<F, Fut>(
                 None => return,
             },
         };
-        let delivery = handle(delivery).await;
-        acknowledge(delivery).await;
+        let (delivery, handled) = handle(delivery).await;
+        acknowledge(delivery, handled).await;
     }
 }
 
@@ -412,10 +416,23 @@ where
     Arc::new(move |settled| Box::pin(callback(settled)))
 }
 
-async fn acknowledge(delivery: Delivery) {
+/// Whether a delivery was handled for good (acknowledged) or must come again (its answer could
+/// not be sent, or the store could not be reached: a redelivery finds the remembered answer, or
+/// runs the command once the store is back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handled {
+    Done,
+    Again,
+}
+
+async fn acknowledge(delivery: Delivery, handled: Handled) {
     let topic = delivery.message().topic.clone();
-    if let Err(error) = delivery.ack().await {
-        tracing::warn!(%topic, %error, "could not acknowledge a delivery");
+    let result = match handled {
+        Handled::Done => delivery.ack().await,
+        Handled::Again => delivery.nack().await,
+    };
+    if let Err(error) = result {
+        tracing::warn!(%topic, %error, ?handled, "could not acknowledge a delivery");
     }
 }
 
@@ -429,6 +446,7 @@ async fn acknowledge(delivery: Delivery) {
 pub struct CommandRegistration {
     topic: &'static str,
     location: &'static str,
+    module_path: &'static str,
     register: fn(TransactionalParticipantBuilder) -> TransactionalParticipantBuilder,
 }
 
@@ -442,8 +460,21 @@ impl CommandRegistration {
         Self {
             topic,
             location,
+            module_path: "",
             register,
         }
+    }
+
+    /// The same registration, declared in module `module_path` (`module_path!()`; the macro
+    /// gives it).
+    pub const fn in_module(mut self, module_path: &'static str) -> Self {
+        self.module_path = module_path;
+        self
+    }
+
+    /// The module the handler was declared in (`crate::module`), empty when not given.
+    pub fn module_path(&self) -> &'static str {
+        self.module_path
     }
 
     /// The command topic.
@@ -462,6 +493,7 @@ impl std::fmt::Debug for CommandRegistration {
         f.debug_struct("CommandRegistration")
             .field("topic", &self.topic)
             .field("location", &self.location)
+            .field("module_path", &self.module_path)
             .finish_non_exhaustive()
     }
 }
@@ -520,8 +552,21 @@ impl TransactionalParticipant {
         broker: Arc<dyn Broker>,
         store: Arc<dyn ParticipantStore>,
     ) -> Result<TransactionalParticipantBuilder, DuplicateTopic> {
+        Self::from_inventory_where(service, broker, store, |_| true)
+    }
+
+    /// As [`from_inventory`](Self::from_inventory), with only the registered handlers `filter`
+    /// accepts (for a binary that holds the handlers of several services). Two accepted handlers
+    /// for one topic are refused.
+    pub fn from_inventory_where(
+        service: impl Into<String>,
+        broker: Arc<dyn Broker>,
+        store: Arc<dyn ParticipantStore>,
+        filter: impl Fn(&CommandRegistration) -> bool,
+    ) -> Result<TransactionalParticipantBuilder, DuplicateTopic> {
         let mut registrations = inventory::iter::<CommandRegistration>
             .into_iter()
+            .filter(|registration| filter(registration))
             .collect::<Vec<_>>();
         registrations.sort_by_key(|registration| (registration.topic, registration.location));
         for pair in registrations.windows(2) {
@@ -650,12 +695,23 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl Inner {
-    async fn reply(&self, request: &BrokerMessage, status: SagaResponseStatus, content: Value) {
+    /// Publishes the reply to `request` (if it names a reply topic); [`Handled::Again`] when that
+    /// failed, so that the request comes again and is answered then.
+    async fn reply(
+        &self,
+        request: &BrokerMessage,
+        status: SagaResponseStatus,
+        content: Value,
+    ) -> Handled {
         let Some(reply) = request.reply(&self.service, status, content) else {
-            return;
+            return Handled::Done;
         };
-        if let Err(error) = self.broker.publish(reply).await {
-            tracing::warn!(topic = %request.topic, %error, "could not publish a reply");
+        match self.broker.publish(reply).await {
+            Ok(()) => Handled::Done,
+            Err(error) => {
+                tracing::warn!(topic = %request.topic, %error, "could not publish a reply; asking for the request again");
+                Handled::Again
+            }
         }
     }
 
@@ -667,7 +723,7 @@ impl Inner {
         status: SagaResponseStatus,
         content: Value,
         related: Option<String>,
-    ) {
+    ) -> Handled {
         bump(&self.counters.commands);
         match related {
             None => self.reply(message, status, content).await,
@@ -676,13 +732,18 @@ impl Inner {
                 request
                     .headers
                     .insert(header::RELATED_SERVICES.to_owned(), related);
-                self.reply(&request, status, content).await;
+                self.reply(&request, status, content).await
             }
         }
     }
 
     /// Answers a command that was answered before the same way again, without running its handler.
-    async fn answer_again(&self, topic: &str, message: &BrokerMessage, earlier: CommandAnswer) {
+    async fn answer_again(
+        &self,
+        topic: &str,
+        message: &BrokerMessage,
+        earlier: CommandAnswer,
+    ) -> Handled {
         bump(&self.counters.duplicates);
         tracing::info!(%topic, id = %message.id, "a command answered before: answering it again");
         let CommandAnswer {
@@ -695,28 +756,31 @@ impl Inner {
             content,
             related_services,
         )
-        .await;
+        .await
     }
 
-    async fn command(&self, topic: &str, handler: &ErasedHandler, message: &BrokerMessage) {
+    async fn command(
+        &self,
+        topic: &str,
+        handler: &ErasedHandler,
+        message: &BrokerMessage,
+    ) -> Handled {
         let Some(transactions) = parse_transactions(message) else {
             bump(&self.counters.undecodable);
             tracing::warn!(%topic, id = %message.id, "a command without a valid `transactions` header");
             let content = Value::String("no valid `transactions` header".to_owned());
-            self.answer(message, SagaResponseStatus::SystemError, content, None)
+            return self
+                .answer(message, SagaResponseStatus::SystemError, content, None)
                 .await;
-            return;
         };
         match self.store.answered(message.id).await {
             Ok(None) => {}
             Ok(Some(earlier)) => return self.answer_again(topic, message, earlier).await,
             Err(error) => {
-                // Without knowing whether it ran, running it could stage it twice.
-                tracing::error!(%topic, id = %message.id, %error, "could not look up the command's answer");
-                let content = Value::String(error.to_string());
-                self.answer(message, SagaResponseStatus::SystemError, content, None)
-                    .await;
-                return;
+                // Without knowing whether it ran, running it could stage it twice: it comes again
+                // once the store answers.
+                tracing::error!(%topic, id = %message.id, %error, "could not look up the command's answer; asking for it again");
+                return Handled::Again;
             }
         }
         let context = CommandContext {
@@ -778,27 +842,26 @@ impl Inner {
                     Ok(Staging::Answered(earlier)) => {
                         return self.answer_again(topic, message, earlier).await;
                     }
+                    // A store that cannot be reached is not the business's answer: the command comes
+                    // again and runs once the store is back (nothing of it was staged).
                     Err(error) => {
-                        tracing::error!(%topic, %transaction, %error, "could not stage the effects");
-                        (
-                            SagaResponseStatus::SystemError,
-                            Value::String(error.to_string()),
-                        )
+                        tracing::error!(%topic, %transaction, %error, "could not stage the effects; asking for the command again");
+                        return Handled::Again;
                     }
                 }
             }
         };
-        self.answer(message, status, content, related).await;
+        self.answer(message, status, content, related).await
     }
 
-    async fn transaction_message(&self, phase: Phase, message: &BrokerMessage) {
+    async fn transaction_message(&self, phase: Phase, message: &BrokerMessage) -> Handled {
         let Some(transaction) = transaction_of(message) else {
             bump(&self.counters.undecodable);
             tracing::warn!(topic = %message.topic, id = %message.id, "a transaction message without a transaction id");
             let content = Value::String("no transaction id".to_owned());
-            self.reply(message, SagaResponseStatus::Error, content)
+            return self
+                .reply(message, SagaResponseStatus::Error, content)
                 .await;
-            return;
         };
         let _settling = self.settle.lock().await;
         let (status, content) = match phase {
@@ -825,7 +888,7 @@ impl Inner {
                 Err(error) => (SagaResponseStatus::SystemError, Value::String(error)),
             },
         };
-        self.reply(message, status, content).await;
+        self.reply(message, status, content).await
     }
 
     /// Commits or rejects `transaction`: runs the callbacks on its staged effects, then removes them.
