@@ -49,7 +49,8 @@
 //! rendering), [`execution`] (the state machine), [`context`], [`message`], [`committer`]
 //! (two-phase commit), [`broker`], [`repository`], [`registry`] (sagas by name), [`manager`] (runs
 //! and resumes executions), [`participant`] (an in-process participant), [`transactional`] (the
-//! participant side of the two-phase commit: commands with staged effects), [`request_scope`].
+//! participant side of the two-phase commit: commands with staged effects), [`request_scope`],
+//! [`service`] (a service's manager and participant on one repository and broker).
 
 pub mod broker;
 pub mod committer;
@@ -65,6 +66,7 @@ pub mod participant;
 pub mod registry;
 pub mod repository;
 pub mod request_scope;
+pub mod service;
 mod shard;
 mod step_def;
 pub mod transactional;
@@ -79,6 +81,7 @@ pub use manager::{RunOptions, RunOutcome, SagaError, SagaManager};
 pub use message::{SagaRequest, SagaResponse, SagaResponseStatus};
 pub use registry::{Registry, SagaType};
 pub use repository::{InMemoryRepository, SagaExecutionRepository};
+pub use service::{SagaService, ServiceError};
 
 /// Turns an `async fn(&mut Context) -> Result<(), StepError>` into a local saga step.
 ///
@@ -177,6 +180,6 @@ pub mod prelude {
         Broker, Context, DefinitionError, ExecutionError, InMemoryRepository, InProcessBroker,
         Registry, RunOptions, RunOutcome, Saga, SagaContext, SagaDefinition, SagaError,
         SagaExecution, SagaExecutionRepository, SagaManager, SagaRequest, SagaResponse,
-        SagaResponseStatus, SagaStatus, SagaType, StepError, StepStatus,
+        SagaResponseStatus, SagaService, SagaStatus, SagaType, StepError, StepStatus,
     };
 }
