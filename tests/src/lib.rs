@@ -1,12 +1,14 @@
 //! Shared fixtures of the integration tests: a manager for service `order` on an in-process broker
 //! that records every message, and helpers to answer the commands it publishes; [`TestDatabase`], a
 //! fresh schema on the PostgreSQL server named by `SAGA_TEST_POSTGRES_URL`; [`TestNats`], a stream
-//! of its own on the NATS server named by `SAGA_TEST_NATS_URL`.
+//! of its own on the NATS server named by `SAGA_TEST_NATS_URL`; [`shop`], three services over both
+//! that count what their steps and participants did.
 
 pub mod faulty;
 pub mod jobs;
 mod nats;
 mod postgres;
+pub mod shop;
 
 pub use nats::TestNats;
 pub use postgres::TestDatabase;

@@ -792,6 +792,60 @@ async fn an_unsettled_reservation_is_rejected_after_the_timeout(backend: Backend
     place.remove().await;
 }
 
+async fn a_reserve_redelivered_after_the_commit_leaves_no_reservation(backend: Backend) {
+    let harness = Harness::new().await;
+    let journal = Journal::default();
+    let Some(place) = Place::new(backend).await else {
+        return;
+    };
+    let store = place.open().await;
+    let flight = flight(&harness, store.shared(), &journal)
+        .spawn()
+        .await
+        .expect("flight starts");
+    let (reply_topic, mut replies) = probe(&harness).await;
+    let transaction = Uuid::new_v4();
+    harness
+        .broker
+        .publish(command_to(
+            "BookFlight",
+            &transaction.to_string(),
+            &reply_topic,
+            json!({ "seat": "7A" }),
+        ))
+        .await
+        .expect("published");
+    assert_eq!(
+        next_reply(&mut replies).await.status,
+        Some(SagaResponseStatus::Success)
+    );
+    let committer =
+        TransactionCommitter::new(harness.shared_broker(), "order", Duration::from_secs(2));
+    let services = [(transaction, "flight".to_owned())];
+    for phase in [Phase::Reserve, Phase::Commit, Phase::Reserve] {
+        let report = committer
+            .phase(phase, &services)
+            .await
+            .expect("the broker works");
+        assert!(report.all_accepted(), "{phase:?}: {report:?}");
+    }
+    // The late reserve (a redelivery whose first delivery was answered before the commit) finds
+    // nothing staged: nothing is reserved, so nothing is left for the sweeper to reject.
+    assert!(
+        store
+            .expired_reservations(SystemTime::now() + Duration::from_secs(3600))
+            .await
+            .expect("readable")
+            .is_empty()
+    );
+    assert_eq!(entries(&journal).len(), 1, "committed once");
+    let stats = flight.stats();
+    assert_eq!((stats.committed, stats.expired), (1, 0), "{stats:?}");
+    flight.shutdown().await;
+    store.close().await;
+    place.remove().await;
+}
+
 async fn a_nested_command_joins_the_innermost_transaction(backend: Backend) {
     let harness = Harness::new().await;
     let Some(services) = services(&harness, backend).await else {
@@ -1252,6 +1306,7 @@ on_every_store!(
     a_conflicting_reservation_rejects_the_second_saga_and_the_first_commits,
     a_panicking_handler_replies_system_error_and_the_participant_goes_on,
     an_unsettled_reservation_is_rejected_after_the_timeout,
+    a_reserve_redelivered_after_the_commit_leaves_no_reservation,
     a_nested_command_joins_the_innermost_transaction,
     garbage_messages_are_acknowledged_and_change_nothing,
     a_store_records_each_command_once_and_forgets_old_answers,

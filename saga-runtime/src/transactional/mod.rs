@@ -8,7 +8,10 @@
 //! applied yet. Then the saga's committer speaks to the service's transaction topics:
 //!
 //! - `_Reserve{Service}Transaction`: SUCCESS, unless another reserved transaction holds one of the
-//!   transaction's keys (ERROR). The answer is remembered: a repeated reserve answers the same.
+//!   transaction's keys (ERROR). The answer is remembered: a repeated reserve answers the same. A
+//!   transaction with nothing staged (it staged nothing, or it was settled already: a reserve
+//!   redelivered after the commit) holds no key: it is answered SUCCESS and no reservation is
+//!   recorded, so none is left behind for the sweeper.
 //! - `_Commit{Service}Transaction`: the `on_commit` callbacks receive the staged effects, which are
 //!   then removed; SUCCESS.
 //! - `_Reject{Service}Transaction`: the same with the `on_reject` callbacks.
@@ -865,7 +868,7 @@ impl Inner {
         };
         let _settling = self.settle.lock().await;
         let (status, content) = match phase {
-            Phase::Reserve => match self.store.reserve(transaction).await {
+            Phase::Reserve => match self.reserve(transaction).await {
                 Ok(()) => {
                     bump(&self.counters.reserved);
                     (SagaResponseStatus::Success, Value::Null)
@@ -889,6 +892,19 @@ impl Inner {
             },
         };
         self.reply(message, status, content).await
+    }
+
+    /// Reserves `transaction`, if it has anything staged. The caller holds the settle lock.
+    ///
+    /// A transaction with nothing staged holds no key, so its reservation could refuse nobody and
+    /// be refused by nobody; recording it would only leave a reservation behind when the reserve is
+    /// a redelivery that arrives after the commit or the reject took the effects (the broker hands
+    /// out again a delivery whose acknowledgement is late), which nobody settles any more.
+    async fn reserve(&self, transaction: Uuid) -> Result<(), ParticipantStoreError> {
+        if self.store.staged(transaction).await?.is_empty() {
+            return Ok(());
+        }
+        self.store.reserve(transaction).await
     }
 
     /// Commits or rejects `transaction`: runs the callbacks on its staged effects, then removes them.
