@@ -170,6 +170,48 @@ async fn an_oversized_payload_is_dead_lettered() {
 }
 
 #[tokio::test]
+async fn a_delivery_held_longer_than_the_ack_wait_goes_to_nobody_else() {
+    let Some(nats) = TestNats::connect().await else {
+        return;
+    };
+    let ack_wait = Duration::from_millis(500);
+    let broker = nats
+        .builder()
+        .ack_wait(ack_wait)
+        .connect()
+        .await
+        .expect("connects");
+    let topic = "SlowWork";
+    let mut first = broker.subscribe(topic).await.expect("subscribed");
+    let message = BrokerMessage::new(topic, json!("slow"));
+    broker.publish(message.clone()).await.expect("published");
+    let held = tokio::time::timeout(PATIENCE, first.next())
+        .await
+        .expect("the delivery arrives")
+        .expect("the subscription is open");
+    assert_eq!(held.message(), &message);
+
+    // A competing subscriber sees nothing while the first works for four ack waits.
+    let mut second = broker.subscribe(topic).await.expect("subscribed");
+    nothing_arrives(&mut second, ack_wait * 4).await;
+    held.ack().await.expect("acknowledged");
+    nothing_arrives(&mut second, ack_wait * 2).await;
+    nothing_arrives(&mut first, Duration::from_millis(100)).await;
+
+    // A delivery dropped without a word comes again once the ack wait has passed.
+    let again = BrokerMessage::new(topic, json!("dropped"));
+    broker.publish(again.clone()).await.expect("published");
+    let dropped = tokio::time::timeout(PATIENCE, first.next())
+        .await
+        .expect("the delivery arrives")
+        .expect("the subscription is open");
+    drop(dropped);
+    drop(first);
+    assert_eq!(receive(&mut second).await, again);
+    nats.drop().await;
+}
+
+#[tokio::test]
 async fn a_message_nacked_max_deliver_times_is_dead_lettered() {
     let Some(nats) = TestNats::connect().await else {
         return;

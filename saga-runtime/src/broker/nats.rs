@@ -11,6 +11,7 @@ use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, AckKind};
 use async_trait::async_trait;
 use futures_util::StreamExt;
+use tokio::task::JoinHandle;
 
 use super::{Acknowledge, Broker, DeadLetter, Delivery, DeliverySource, Subscription};
 use crate::error::BrokerError;
@@ -121,8 +122,11 @@ impl NatsBrokerBuilder {
         self
     }
 
-    /// How long a delivery may stay unacknowledged before it goes to another subscriber (default
-    /// 30 s). Set only when a topic's consumer is created: an existing consumer keeps its value.
+    /// How long a delivery may go without news from its subscriber before it goes to another one
+    /// (default 30 s). While a subscriber holds a delivery, it tells the server every half ack
+    /// wait that it is still at work, so a long handling is not handed out twice; a subscriber
+    /// that died stops telling, and its deliveries come again after this. Set only when a topic's
+    /// consumer is created: an existing consumer keeps its value.
     #[must_use]
     pub fn ack_wait(mut self, wait: Duration) -> Self {
         self.settings.ack_wait = wait;
@@ -490,10 +494,12 @@ impl DeliverySource for Source {
             };
             match self.screen(&message) {
                 Ok(decoded) => {
+                    let keep_alive = keep_alive(message.clone(), self.inner.settings.ack_wait);
                     let acknowledge = NatsAcknowledge {
                         message,
                         inner: Arc::clone(&self.inner),
                         topic: self.topic.clone(),
+                        keep_alive,
                     };
                     return Some(Delivery::with_acknowledge(decoded, Box::new(acknowledge)));
                 }
@@ -503,21 +509,48 @@ impl DeliverySource for Source {
     }
 }
 
+/// Tells the server, every half ack wait, that `message` is still being handled, so that a
+/// delivery whose handling outlasts the ack wait (a reply that carries a saga through its
+/// two-phase commit, a command queued behind a slow one) is not handed to another subscriber
+/// meanwhile. Stops when the delivery is settled or dropped; a subscriber that dies stops it too,
+/// and the message then comes again after the ack wait.
+fn keep_alive(message: jetstream::Message, ack_wait: Duration) -> JoinHandle<()> {
+    let period = (ack_wait / 2).max(Duration::from_millis(50));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(period).await;
+            if let Err(error) = message.ack_with(AckKind::Progress).await {
+                tracing::debug!(%error, "could not extend a delivery's ack wait");
+            }
+        }
+    })
+}
+
 /// Acknowledges a JetStream delivery: an ack waits for the server's confirmation, a nack asks for a
 /// redelivery after the delay, a dead letter is stored under the topic's dead letters, then acked.
+/// Until then, [`keep_alive`] extends its ack wait.
 struct NatsAcknowledge {
     message: jetstream::Message,
     inner: Arc<Inner>,
     topic: String,
+    keep_alive: JoinHandle<()>,
+}
+
+impl Drop for NatsAcknowledge {
+    fn drop(&mut self) {
+        self.keep_alive.abort();
+    }
 }
 
 #[async_trait]
 impl Acknowledge for NatsAcknowledge {
     async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
+        self.keep_alive.abort();
         self.message.double_ack().await.map_err(boxed)
     }
 
     async fn nack(self: Box<Self>, _message: BrokerMessage) -> Result<(), BrokerError> {
+        self.keep_alive.abort();
         self.message
             .ack_with(AckKind::Nak(Some(self.inner.settings.redelivery_delay)))
             .await
@@ -530,11 +563,13 @@ impl Acknowledge for NatsAcknowledge {
         reason: String,
     ) -> Result<(), BrokerError> {
         tracing::warn!(topic = %self.topic, %reason, "dead-lettering a message at its subscriber's request");
-        let Self {
-            message,
-            inner,
-            topic,
-        } = *self;
+        self.keep_alive.abort();
+        let (message, inner, topic) = (
+            self.message.clone(),
+            Arc::clone(&self.inner),
+            self.topic.clone(),
+        );
+        drop(self);
         inner.dead_letter(&topic, message, &reason).await
     }
 }
