@@ -132,6 +132,23 @@ pub async fn eventually(mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// Waits up to `limit` until the asynchronous `condition` holds, checking every 10 ms; fails naming
+/// `what` otherwise.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A published message, with a private commit reply topic reduced to its shape.
 #[derive(Debug, PartialEq)]
 pub struct Sent {

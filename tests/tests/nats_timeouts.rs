@@ -11,25 +11,9 @@ use std::time::Duration;
 use saga_runtime::prelude::*;
 use saga_runtime::transactional::{CommandContext, CommandError, InMemoryParticipantStore};
 use saga_tests::jobs::{self, Job};
-use saga_tests::{TestDatabase, TestNats};
+use saga_tests::{TestDatabase, TestNats, wait_until};
 use serde_json::{Value, json};
 use uuid::Uuid;
-
-/// Waits up to `limit` for `condition`, checking every 20 ms.
-async fn wait_for<F, Fut>(limit: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} did not happen within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// The `order` service: the `recovery-remote` saga (`a`, remote `ticket`, `b`) on the test's
 /// database and NATS prefix.
@@ -119,7 +103,7 @@ async fn a_participant_that_never_answers_fails_the_step_and_its_late_reply_chan
     // The ticket service comes up, handles the command and answers: too late.
     let ignored_before = order.manager().reply_stats().ignored;
     let ticket = ticket(&nats).await;
-    wait_for(Duration::from_secs(20), "the late reply", || async {
+    wait_until(Duration::from_secs(20), "the late reply", || async {
         order.manager().reply_stats().ignored > ignored_before
     })
     .await;
@@ -162,7 +146,7 @@ async fn the_deadline_is_kept_with_the_execution_and_enforced_by_another_instanc
     drop(first);
 
     let second = order(&db, &nats, "order-2").await;
-    wait_for(Duration::from_secs(30), "the deadline", || async {
+    wait_until(Duration::from_secs(30), "the deadline", || async {
         status(&db, id).await == SagaStatus::Errored
     })
     .await;
@@ -204,7 +188,7 @@ async fn a_participant_answering_at_once_finishes_the_saga_across_services() {
         );
     }
     for id in ids {
-        wait_for(Duration::from_secs(30), "the saga's end", || async {
+        wait_until(Duration::from_secs(30), "the saga's end", || async {
             status(&db, id).await == SagaStatus::Finished
         })
         .await;
@@ -217,7 +201,7 @@ async fn a_participant_answering_at_once_finishes_the_saga_across_services() {
             json!(job.tag)
         );
     }
-    wait_for(Duration::from_secs(30), "the commits", || async {
+    wait_until(Duration::from_secs(30), "the commits", || async {
         ticket.participant().stats().committed == 20
     })
     .await;

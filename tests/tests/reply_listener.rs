@@ -8,7 +8,6 @@
 //! delivery of the reply topic was settled (acked, nacked, dead-lettered), whatever the broker.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +21,7 @@ use saga_runtime::execution::ExecutionRecord;
 use saga_runtime::manager::ReplyStats;
 use saga_runtime::message::{BrokerMessage, header};
 use saga_runtime::prelude::*;
-use saga_tests::{TestNats, eventually};
+use saga_tests::{TestNats, eventually, wait_until};
 use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
 use uuid::Uuid;
@@ -548,22 +547,6 @@ async fn reply_consumer_info(nats: &TestNats) -> async_nats::jetstream::consumer
     consumer.info().await.expect("consumer info").clone()
 }
 
-/// Waits (up to [`PATIENCE`]) until `condition` holds.
-async fn until<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {PATIENCE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Shuts `manager` down, failing (rather than hanging) if it does not stop within [`PATIENCE`].
 async fn shut_down(manager: &SagaManager) {
     tokio::time::timeout(PATIENCE, manager.shutdown())
@@ -834,7 +817,7 @@ async fn a_reply_published_with_its_command_is_not_lost(backend: Backend) {
         .await
         .expect("the saga pauses")
         .id();
-    until("the saga paused on disk finishes", || async {
+    wait_until(PATIENCE, "the saga paused on disk finishes", || async {
         world.record(on_disk).status == SagaStatus::Finished
     })
     .await;
@@ -953,7 +936,7 @@ async fn shutdown_finishes_the_reply_in_hand_and_leaves_new_ones_to_the_next_ins
 
     // The next instance, on the same topic (the same durable consumer), handles it.
     let next = world.instance().await;
-    until("the next instance applies the reply", || async {
+    wait_until(PATIENCE, "the next instance applies the reply", || async {
         stats(&next).applied == 1
     })
     .await;
@@ -1001,7 +984,7 @@ async fn shutdown_tells_a_run_waiting_in_memory_and_the_next_instance_resumes_it
 
     let next = world.instance().await;
     world.reply(&ticket, "T-1").await;
-    until("the next instance applies the reply", || async {
+    wait_until(PATIENCE, "the next instance applies the reply", || async {
         stats(&next).applied == 1
     })
     .await;
@@ -1040,14 +1023,16 @@ async fn shutdown_stops_the_recovery_sweeps(backend: Backend) {
     };
     let swept = finished(world.manager.clone()).await;
     // Only a finished execution is deleted.
-    until("a sweep deletes the finished execution", || async {
-        world.repository.raw(swept).is_none()
-    })
+    wait_until(
+        PATIENCE,
+        "a sweep deletes the finished execution",
+        || async { world.repository.raw(swept).is_none() },
+    )
     .await;
 
     shut_down(&sweeping).await;
     let kept = finished(world.manager.clone()).await;
-    until("the execution finishes", || async {
+    wait_until(PATIENCE, "the execution finishes", || async {
         world.record(kept).status == SagaStatus::Finished
     })
     .await;
