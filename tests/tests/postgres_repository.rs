@@ -43,6 +43,7 @@ async fn the_postgres_repository_conforms() {
             "_sqlx_migrations",
             "participant_commands",
             "participant_effects",
+            "participant_outcomes",
             "participant_reservations",
             "saga_executions",
         ]

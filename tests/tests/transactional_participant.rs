@@ -21,9 +21,10 @@ use saga_runtime::error::BrokerError;
 use saga_runtime::message::{BrokerMessage, header};
 use saga_runtime::prelude::*;
 use saga_runtime::transactional::{
-    CommandAnswer, CommandContext, CommandError, InMemoryParticipantStore, ParticipantStore,
-    ParticipantStoreError, PostgresParticipantStore, Settled, SqliteParticipantStore, StagedEffect,
-    Staging, TransactionalParticipant, TransactionalParticipantBuilder,
+    CommandAnswer, CommandContext, CommandError, InMemoryParticipantStore, Outcome,
+    ParticipantStore, ParticipantStoreError, PostgresParticipantStore, Settled,
+    SqliteParticipantStore, StagedEffect, Staging, TransactionalParticipant,
+    TransactionalParticipantBuilder,
 };
 use saga_tests::{Harness, TestDatabase, eventually};
 use serde_json::{Value, json};
@@ -1212,6 +1213,204 @@ async fn a_store_records_each_command_once_and_forgets_old_answers(backend: Back
     place.remove().await;
 }
 
+async fn a_store_remembers_how_each_transaction_settled_until_it_forgets_old_answers(
+    backend: Backend,
+) {
+    let Some(place) = Place::new(backend).await else {
+        return;
+    };
+    let store = place.open().await;
+    let (committed, rejected, taken) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let seat = effect("BookFlight", "seat:4D", json!({ "book": "4D" }));
+    let staged = store
+        .stage(
+            committed,
+            Uuid::new_v4(),
+            std::slice::from_ref(&seat),
+            &answer(json!("F-4D")),
+        )
+        .await
+        .expect("stages");
+    assert_eq!(staged, Staging::Staged);
+    store.reserve(committed).await.expect("reserves");
+    assert_eq!(store.outcome(committed).await.expect("readable"), None);
+
+    assert_eq!(
+        store
+            .settle(committed, Outcome::Committed)
+            .await
+            .expect("settles"),
+        [seat]
+    );
+    assert!(
+        store
+            .settle(rejected, Outcome::Rejected)
+            .await
+            .expect("settles")
+            .is_empty(),
+        "a transaction that staged nothing settles too"
+    );
+    assert!(store.take(taken).await.expect("takes").is_empty());
+    assert_eq!(
+        store.outcome(committed).await.expect("readable"),
+        Some(Outcome::Committed)
+    );
+    assert_eq!(
+        store.outcome(rejected).await.expect("readable"),
+        Some(Outcome::Rejected)
+    );
+    assert_eq!(
+        store.outcome(taken).await.expect("readable"),
+        None,
+        "`take` records no outcome"
+    );
+    assert!(
+        store
+            .expired_reservations(SystemTime::now() + Duration::from_secs(60))
+            .await
+            .expect("readable")
+            .is_empty()
+    );
+    // A second settlement keeps the first outcome.
+    store
+        .settle(committed, Outcome::Rejected)
+        .await
+        .expect("settles");
+    assert_eq!(
+        store.outcome(committed).await.expect("readable"),
+        Some(Outcome::Committed)
+    );
+
+    store
+        .forget_answers(SystemTime::now() - Duration::from_secs(60))
+        .await
+        .expect("forgets");
+    assert_eq!(
+        store.outcome(rejected).await.expect("readable"),
+        Some(Outcome::Rejected),
+        "nothing is that old"
+    );
+    store
+        .forget_answers(SystemTime::now() + Duration::from_secs(1))
+        .await
+        .expect("forgets");
+    assert_eq!(store.outcome(committed).await.expect("readable"), None);
+    assert_eq!(store.outcome(rejected).await.expect("readable"), None);
+    store.close().await;
+    place.remove().await;
+}
+
+/// A compensation command sent with the reject of its transaction may be handled after the reject
+/// (they travel on different topics): its effects are rejected at once instead of staying staged
+/// for a settlement that already passed. A reserve redelivered after the commit reserves nothing
+/// anew, and the effects of a command handled after the commit are dropped (never applied twice).
+async fn a_command_or_reserve_after_its_transaction_settled_leaves_nothing_staged_or_reserved(
+    backend: Backend,
+) {
+    let harness = Harness::new().await;
+    let journal = Journal::default();
+    let Some(place) = Place::new(backend).await else {
+        return;
+    };
+    let store = place.open().await;
+    let flight = flight(&harness, store.shared(), &journal)
+        .spawn()
+        .await
+        .expect("flight starts");
+    let (reply_topic, mut replies) = probe(&harness).await;
+    let committer =
+        TransactionCommitter::new(harness.shared_broker(), "order", Duration::from_secs(2));
+    let book = |transaction: Uuid, seat: &str| {
+        command_to(
+            "BookFlight",
+            &transaction.to_string(),
+            &reply_topic,
+            json!({ "seat": seat }),
+        )
+    };
+
+    // Rejected (it staged nothing yet), then a command of it comes.
+    let rejected = Uuid::new_v4();
+    let report = committer
+        .phase(Phase::Reject, &[(rejected, "flight".to_owned())])
+        .await
+        .expect("the broker works");
+    assert!(report.all_accepted(), "{report:?}");
+    harness
+        .broker
+        .publish(book(rejected, "5E"))
+        .await
+        .expect("published");
+    assert_eq!(
+        next_reply(&mut replies).await.status,
+        Some(SagaResponseStatus::Success)
+    );
+    assert_eq!(
+        entries(&journal),
+        [(
+            "flight".to_owned(),
+            "reject",
+            settled(
+                rejected,
+                vec![effect("BookFlight", "seat:5E", json!({ "book": "5E" }))]
+            )
+        )]
+    );
+    assert!(store.staged(rejected).await.expect("readable").is_empty());
+
+    // Committed, then its reserve comes again, and a late command.
+    let committed = Uuid::new_v4();
+    harness
+        .broker
+        .publish(book(committed, "6F"))
+        .await
+        .expect("published");
+    assert_eq!(
+        next_reply(&mut replies).await.status,
+        Some(SagaResponseStatus::Success)
+    );
+    for phase in [Phase::Reserve, Phase::Commit, Phase::Reserve] {
+        let report = committer
+            .phase(phase, &[(committed, "flight".to_owned())])
+            .await
+            .expect("the broker works");
+        assert!(report.all_accepted(), "{phase:?}: {report:?}");
+    }
+    harness
+        .broker
+        .publish(book(committed, "7G"))
+        .await
+        .expect("published");
+    assert_eq!(
+        next_reply(&mut replies).await.status,
+        Some(SagaResponseStatus::Success)
+    );
+    assert_eq!(entries(&journal).len(), 2, "{:?}", entries(&journal));
+    assert_eq!(
+        entries(&journal)[1],
+        (
+            "flight".to_owned(),
+            "commit",
+            settled(
+                committed,
+                vec![effect("BookFlight", "seat:6F", json!({ "book": "6F" }))]
+            )
+        )
+    );
+    assert!(store.staged(committed).await.expect("readable").is_empty());
+    assert!(
+        store
+            .expired_reservations(SystemTime::now() + Duration::from_secs(3600))
+            .await
+            .expect("readable")
+            .is_empty(),
+        "a reserve after the settlement reserved nothing"
+    );
+    flight.shutdown().await;
+    store.close().await;
+    place.remove().await;
+}
+
 /// A command delivered twice (its reply sent, its acknowledgement lost) is answered the same both
 /// times and stages its effects once; so is a redelivery after its transaction committed.
 async fn a_redelivered_command_is_answered_again_without_staging_twice(backend: Backend) {
@@ -1311,6 +1510,8 @@ on_every_store!(
     garbage_messages_are_acknowledged_and_change_nothing,
     a_store_records_each_command_once_and_forgets_old_answers,
     a_redelivered_command_is_answered_again_without_staging_twice,
+    a_store_remembers_how_each_transaction_settled_until_it_forgets_old_answers,
+    a_command_or_reserve_after_its_transaction_settled_leaves_nothing_staged_or_reserved,
 );
 
 on_durable_stores!(

@@ -16,8 +16,9 @@ use crate::error::RepositoryError;
 use crate::execution::{ExecutionRecord, SagaStatus};
 
 /// The schema, embedded in the binary and applied when a repository connects. It includes the
-/// tables of the transactional participant's PostgreSQL store (`0100_participant_effects.sql`), so
-/// one schema may hold both; connecting either brings both up to date.
+/// tables of the transactional participant's PostgreSQL store (`0100_participant_effects.sql`,
+/// `0101_participant_outcomes.sql`), so one schema may hold both; connecting either brings both up
+/// to date.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The columns `load` reads, in order. Ids travel as text and are cast to `uuid` in SQL.

@@ -20,7 +20,8 @@ use crate::execution::{ExecutionRecord, SagaStatus};
 
 /// The schema, embedded in the binary and applied when a repository opens a file. It includes the
 /// tables of the transactional participant's SQLite store (`0100_participant_effects.sql`,
-/// `0101_participant_commands.sql`), so a service may keep both in one file.
+/// `0101_participant_commands.sql`, `0102_participant_outcomes.sql`), so a service may keep both in
+/// one file.
 pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// The columns `load` reads, in order.

@@ -21,6 +21,14 @@
 //! settles within the [reservation timeout](TransactionalParticipantBuilder::reservation_timeout) is
 //! rejected by a sweeper task.
 //!
+//! The store remembers how each transaction settled ([`ParticipantStore::outcome`]), as long as it
+//! remembers answers, so that a message arriving after the settlement starts nothing the
+//! settlement would have had to end: a command of a rejected transaction (a compensation command is
+//! sent with the reject, on another topic, and may be handled after it) has its effects rejected at
+//! once, through the `on_reject` callbacks; a command of a committed transaction (only a redelivery
+//! whose answer was forgotten can come that late) has its effects dropped; a reserve (a redelivery)
+//! is answered by the outcome and reserves nothing.
+//!
 //! A handler that fails with [`CommandError::Business`] is answered ERROR (400), with
 //! [`CommandError::System`] or a panic SYSTEM_ERROR (500); a failed command stages nothing. A
 //! reply carries the request's `saga` header and its `related_services` with this service added
@@ -79,8 +87,8 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 pub use store::{
-    CommandAnswer, InMemoryParticipantStore, ParticipantStore, ParticipantStoreError, StagedEffect,
-    Staging,
+    CommandAnswer, InMemoryParticipantStore, Outcome, ParticipantStore, ParticipantStoreError,
+    StagedEffect, Staging,
 };
 
 #[cfg(feature = "postgres")]
@@ -778,7 +786,16 @@ impl Inner {
         };
         match self.store.answered(message.id).await {
             Ok(None) => {}
-            Ok(Some(earlier)) => return self.answer_again(topic, message, earlier).await,
+            Ok(Some(earlier)) => {
+                if let Err(error) = self
+                    .settle_late(topic, transactions.last().copied().unwrap_or_default())
+                    .await
+                {
+                    tracing::error!(%topic, id = %message.id, %error, "could not settle the effects of a command that came after its transaction settled; asking for it again");
+                    return Handled::Again;
+                }
+                return self.answer_again(topic, message, earlier).await;
+            }
             Err(error) => {
                 // Without knowing whether it ran, running it could stage it twice: it comes again
                 // once the store answers.
@@ -835,11 +852,21 @@ impl Inner {
                     content: response,
                     related_services: related.clone(),
                 };
-                match self
+                let staged = self
                     .store
                     .stage(transaction, message.id, &effects, &answer)
-                    .await
-                {
+                    .await;
+                // A command that comes after its transaction settled (its compensation raced the
+                // reject) must not leave its effects staged for a settlement that already passed.
+                let staged = match staged {
+                    Ok(staging) => self
+                        .settle_late(topic, transaction)
+                        .await
+                        .map(|()| staging)
+                        .map_err(ParticipantStoreError::Storage),
+                    Err(error) => Err(error),
+                };
+                match staged {
                     Ok(Staging::Staged) => (SagaResponseStatus::Success, answer.content),
                     // Another delivery of the same command was staged first: its answer stands.
                     Ok(Staging::Answered(earlier)) => {
@@ -868,16 +895,15 @@ impl Inner {
         };
         let _settling = self.settle.lock().await;
         let (status, content) = match phase {
-            Phase::Reserve => match self.reserve(transaction).await {
-                Ok(()) => {
-                    bump(&self.counters.reserved);
-                    (SagaResponseStatus::Success, Value::Null)
-                }
-                Err(error @ ParticipantStoreError::Conflict { .. }) => {
-                    bump(&self.counters.refused);
-                    tracing::info!(%transaction, %error, "reservation refused");
-                    (SagaResponseStatus::Error, Value::String(error.to_string()))
-                }
+            // A reserve that comes after the transaction settled (a redelivery) reserves nothing
+            // anew: nobody would settle that reservation.
+            Phase::Reserve => match self.store.outcome(transaction).await {
+                Ok(Some(Outcome::Committed)) => (SagaResponseStatus::Success, Value::Null),
+                Ok(Some(Outcome::Rejected)) => (
+                    SagaResponseStatus::Error,
+                    Value::String(format!("transaction {transaction} was rejected")),
+                ),
+                Ok(None) => self.reserve(transaction).await,
                 Err(error) => {
                     tracing::error!(%transaction, %error, "reservation failed");
                     (
@@ -894,17 +920,66 @@ impl Inner {
         self.reply(message, status, content).await
     }
 
-    /// Reserves `transaction`, if it has anything staged. The caller holds the settle lock.
+    /// Reserves `transaction` in the store, if it has anything staged. The caller holds the settle
+    /// lock.
     ///
     /// A transaction with nothing staged holds no key, so its reservation could refuse nobody and
     /// be refused by nobody; recording it would only leave a reservation behind when the reserve is
     /// a redelivery that arrives after the commit or the reject took the effects (the broker hands
     /// out again a delivery whose acknowledgement is late), which nobody settles any more.
-    async fn reserve(&self, transaction: Uuid) -> Result<(), ParticipantStoreError> {
-        if self.store.staged(transaction).await?.is_empty() {
-            return Ok(());
+    async fn reserve(&self, transaction: Uuid) -> (SagaResponseStatus, Value) {
+        let reserved = match self.store.staged(transaction).await {
+            Ok(staged) if staged.is_empty() => Ok(()),
+            Ok(_) => self.store.reserve(transaction).await,
+            Err(error) => Err(error),
+        };
+        match reserved {
+            Ok(()) => {
+                bump(&self.counters.reserved);
+                (SagaResponseStatus::Success, Value::Null)
+            }
+            Err(error @ ParticipantStoreError::Conflict { .. }) => {
+                bump(&self.counters.refused);
+                tracing::info!(%transaction, %error, "reservation refused");
+                (SagaResponseStatus::Error, Value::String(error.to_string()))
+            }
+            Err(error) => {
+                tracing::error!(%transaction, %error, "reservation failed");
+                (
+                    SagaResponseStatus::SystemError,
+                    Value::String(error.to_string()),
+                )
+            }
         }
-        self.store.reserve(transaction).await
+    }
+
+    /// Settles the effects a command staged in `transaction` after the transaction settled (a
+    /// compensation command that raced the reject, or any command handled late): those of a
+    /// rejected transaction go to the `on_reject` callbacks, as they would have with the reject;
+    /// those of a committed one are dropped without a callback (only a command answered already,
+    /// whose answer was forgotten, can come after the commit: its effects were applied then).
+    async fn settle_late(
+        &self,
+        topic: &str,
+        transaction: Uuid,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let Some(outcome) = self.store.outcome(transaction).await? else {
+            return Ok(());
+        };
+        let _settling = self.settle.lock().await;
+        match outcome {
+            Outcome::Rejected => {
+                tracing::warn!(%topic, %transaction, "a command came after its transaction was rejected: rejecting its effects");
+                self.settle(Phase::Reject, transaction).await?;
+            }
+            Outcome::Committed => {
+                let dropped = self.store.settle(transaction, Outcome::Committed).await?;
+                if !dropped.is_empty() {
+                    tracing::error!(%topic, %transaction, effects = dropped.len(), "a command came after its transaction was committed: its effects are dropped");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Commits or rejects `transaction`: runs the callbacks on its staged effects, then removes them.
@@ -951,10 +1026,18 @@ impl Inner {
                 }
             }
         }
-        self.store.take(transaction).await.map_err(|error| {
-            tracing::error!(%transaction, %error, "could not remove the settled effects");
-            error.to_string()
-        })?;
+        let outcome = if phase == Phase::Commit {
+            Outcome::Committed
+        } else {
+            Outcome::Rejected
+        };
+        self.store
+            .settle(transaction, outcome)
+            .await
+            .map_err(|error| {
+                tracing::error!(%transaction, %error, "could not remove the settled effects");
+                error.to_string()
+            })?;
         if !effects.is_empty() {
             bump(if phase == Phase::Commit {
                 &self.counters.committed

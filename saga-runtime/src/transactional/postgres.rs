@@ -9,7 +9,7 @@ use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::store::{
-    CommandAnswer, ParticipantStore, ParticipantStoreError, StagedEffect, Staging, unix_ms,
+    CommandAnswer, Outcome, ParticipantStore, ParticipantStoreError, StagedEffect, Staging, unix_ms,
 };
 use crate::repository::connect_postgres;
 
@@ -22,11 +22,12 @@ fn storage(error: impl std::error::Error + Send + Sync + 'static) -> Participant
 const RESERVE_LOCK_CLASS: i32 = 0x5341_4741;
 
 /// Keeps staged effects in a PostgreSQL database: the tables `participant_effects`,
-/// `participant_reservations` and `participant_commands` (the answers), created by embedded
-/// migrations when the store connects.
+/// `participant_reservations`, `participant_commands` (the answers) and `participant_outcomes` (how
+/// each transaction settled), created by embedded migrations when the store connects.
 ///
-/// The migrations are the repository's (the store's file is
-/// `migrations/postgres/0100_participant_effects.sql`, numbered apart from the repository's own),
+/// The migrations are the repository's (the store's files are
+/// `migrations/postgres/0100_participant_effects.sql` and `0101_participant_outcomes.sql`, numbered
+/// apart from the repository's own),
 /// so the store and a `PostgresRepository` may share one schema; connecting either brings both up
 /// to date. With [`schema`](PostgresParticipantStoreBuilder::schema), every table lives in that
 /// schema, created if it is missing. One schema serves one service (see [`ParticipantStore`]).
@@ -129,6 +130,46 @@ impl PostgresParticipantStore {
     /// connections and are closed too.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Removes `transaction`'s staged effects and reservation, returning the effects; with an
+    /// outcome, remembers it in the same transaction.
+    async fn remove(
+        &self,
+        transaction: Uuid,
+        outcome: Option<Outcome>,
+    ) -> Result<Vec<StagedEffect>, ParticipantStoreError> {
+        let id = transaction.to_string();
+        let mut tx = self.pool.begin().await.map_err(storage)?;
+        let rows = sqlx::query(SELECT_EFFECTS)
+            .bind(&id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(storage)?;
+        let effects = rows.iter().map(effect_of).collect::<Result<Vec<_>, _>>()?;
+        for table in ["participant_effects", "participant_reservations"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE transaction_id = $1::uuid"
+            ))
+            .bind(&id)
+            .execute(&mut *tx)
+            .await
+            .map_err(storage)?;
+        }
+        if let Some(outcome) = outcome {
+            sqlx::query(
+                "INSERT INTO participant_outcomes (transaction_id, committed, at_ms) \
+                 VALUES ($1::uuid, $2, $3) ON CONFLICT (transaction_id) DO NOTHING",
+            )
+            .bind(&id)
+            .bind(outcome == Outcome::Committed)
+            .bind(unix_ms(SystemTime::now()))
+            .execute(&mut *tx)
+            .await
+            .map_err(storage)?;
+        }
+        tx.commit().await.map_err(storage)?;
+        Ok(effects)
     }
 
     /// The reservation of `transaction` (decided in `tx`, which holds the schema's reservation
@@ -300,6 +341,11 @@ impl ParticipantStore for PostgresParticipantStore {
             .execute(&self.pool)
             .await
             .map_err(storage)?;
+        sqlx::query("DELETE FROM participant_outcomes WHERE at_ms < $1")
+            .bind(unix_ms(before))
+            .execute(&self.pool)
+            .await
+            .map_err(storage)?;
         Ok(result.rows_affected())
     }
 
@@ -340,25 +386,32 @@ impl ParticipantStore for PostgresParticipantStore {
     }
 
     async fn take(&self, transaction: Uuid) -> Result<Vec<StagedEffect>, ParticipantStoreError> {
-        let id = transaction.to_string();
-        let mut tx = self.pool.begin().await.map_err(storage)?;
-        let rows = sqlx::query(SELECT_EFFECTS)
-            .bind(&id)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(storage)?;
-        let effects = rows.iter().map(effect_of).collect::<Result<Vec<_>, _>>()?;
-        for table in ["participant_effects", "participant_reservations"] {
-            sqlx::query(&format!(
-                "DELETE FROM {table} WHERE transaction_id = $1::uuid"
-            ))
-            .bind(&id)
-            .execute(&mut *tx)
-            .await
-            .map_err(storage)?;
-        }
-        tx.commit().await.map_err(storage)?;
-        Ok(effects)
+        self.remove(transaction, None).await
+    }
+
+    async fn settle(
+        &self,
+        transaction: Uuid,
+        outcome: Outcome,
+    ) -> Result<Vec<StagedEffect>, ParticipantStoreError> {
+        self.remove(transaction, Some(outcome)).await
+    }
+
+    async fn outcome(&self, transaction: Uuid) -> Result<Option<Outcome>, ParticipantStoreError> {
+        let committed: Option<bool> = sqlx::query_scalar(
+            "SELECT committed FROM participant_outcomes WHERE transaction_id = $1::uuid",
+        )
+        .bind(transaction.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(storage)?;
+        Ok(committed.map(|committed| {
+            if committed {
+                Outcome::Committed
+            } else {
+                Outcome::Rejected
+            }
+        }))
     }
 
     async fn expired_reservations(

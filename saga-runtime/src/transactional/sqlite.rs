@@ -12,7 +12,7 @@ use sqlx::sqlite::{
 use uuid::Uuid;
 
 use super::store::{
-    CommandAnswer, ParticipantStore, ParticipantStoreError, StagedEffect, Staging, unix_ms,
+    CommandAnswer, Outcome, ParticipantStore, ParticipantStoreError, StagedEffect, Staging, unix_ms,
 };
 use crate::repository::SQLITE_MIGRATOR;
 
@@ -21,11 +21,12 @@ fn storage(error: impl std::error::Error + Send + Sync + 'static) -> Participant
 }
 
 /// Keeps staged effects in a SQLite file (write-ahead log, `synchronous = FULL`): the tables
-/// `participant_effects`, `participant_reservations` and `participant_commands` (the answers).
+/// `participant_effects`, `participant_reservations`, `participant_commands` (the answers) and
+/// `participant_outcomes` (how each transaction settled).
 ///
 /// The schema comes with the repository's embedded migrations (its files are
-/// `migrations/sqlite/0100_participant_effects.sql` and `0101_participant_commands.sql`, numbered
-/// apart from the repository's own), so the store and a `SqliteRepository` may share one file;
+/// `migrations/sqlite/0100_participant_effects.sql`, `0101_participant_commands.sql` and
+/// `0102_participant_outcomes.sql`, numbered apart from the repository's own), so the store and a `SqliteRepository` may share one file;
 /// opening either brings both up to date.
 #[derive(Debug, Clone)]
 pub struct SqliteParticipantStore {
@@ -61,6 +62,49 @@ impl SqliteParticipantStore {
     /// Closes every connection; later calls fail.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+impl SqliteParticipantStore {
+    /// Removes `transaction`'s staged effects and reservation, returning the effects; with an
+    /// outcome, remembers it in the same transaction.
+    async fn remove(
+        &self,
+        transaction: Uuid,
+        outcome: Option<Outcome>,
+    ) -> Result<Vec<StagedEffect>, ParticipantStoreError> {
+        let id = transaction.to_string();
+        let mut tx = write_transaction(&self.pool).await?;
+        let rows = sqlx::query(
+            "SELECT topic, effect_key, effect FROM participant_effects \
+             WHERE transaction_id = ?1 ORDER BY seq",
+        )
+        .bind(&id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(storage)?;
+        let effects = rows.iter().map(effect_of).collect::<Result<Vec<_>, _>>()?;
+        for table in ["participant_effects", "participant_reservations"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE transaction_id = ?1"))
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .map_err(storage)?;
+        }
+        if let Some(outcome) = outcome {
+            sqlx::query(
+                "INSERT INTO participant_outcomes (transaction_id, committed, at_ms) \
+                 VALUES (?1, ?2, ?3) ON CONFLICT (transaction_id) DO NOTHING",
+            )
+            .bind(&id)
+            .bind(i64::from(outcome == Outcome::Committed))
+            .bind(unix_ms(SystemTime::now()))
+            .execute(&mut *tx)
+            .await
+            .map_err(storage)?;
+        }
+        tx.commit().await.map_err(storage)?;
+        Ok(effects)
     }
 }
 
@@ -176,6 +220,11 @@ impl ParticipantStore for SqliteParticipantStore {
             .execute(&self.pool)
             .await
             .map_err(storage)?;
+        sqlx::query("DELETE FROM participant_outcomes WHERE at_ms < ?1")
+            .bind(unix_ms(before))
+            .execute(&self.pool)
+            .await
+            .map_err(storage)?;
         Ok(result.rows_affected())
     }
 
@@ -258,26 +307,32 @@ impl ParticipantStore for SqliteParticipantStore {
     }
 
     async fn take(&self, transaction: Uuid) -> Result<Vec<StagedEffect>, ParticipantStoreError> {
-        let id = transaction.to_string();
-        let mut tx = write_transaction(&self.pool).await?;
-        let rows = sqlx::query(
-            "SELECT topic, effect_key, effect FROM participant_effects \
-             WHERE transaction_id = ?1 ORDER BY seq",
+        self.remove(transaction, None).await
+    }
+
+    async fn settle(
+        &self,
+        transaction: Uuid,
+        outcome: Outcome,
+    ) -> Result<Vec<StagedEffect>, ParticipantStoreError> {
+        self.remove(transaction, Some(outcome)).await
+    }
+
+    async fn outcome(&self, transaction: Uuid) -> Result<Option<Outcome>, ParticipantStoreError> {
+        let committed: Option<i64> = sqlx::query_scalar(
+            "SELECT committed FROM participant_outcomes WHERE transaction_id = ?1",
         )
-        .bind(&id)
-        .fetch_all(&mut *tx)
+        .bind(transaction.to_string())
+        .fetch_optional(&self.pool)
         .await
         .map_err(storage)?;
-        let effects = rows.iter().map(effect_of).collect::<Result<Vec<_>, _>>()?;
-        for table in ["participant_effects", "participant_reservations"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE transaction_id = ?1"))
-                .bind(&id)
-                .execute(&mut *tx)
-                .await
-                .map_err(storage)?;
-        }
-        tx.commit().await.map_err(storage)?;
-        Ok(effects)
+        Ok(committed.map(|committed| {
+            if committed == 1 {
+                Outcome::Committed
+            } else {
+                Outcome::Rejected
+            }
+        }))
     }
 
     async fn expired_reservations(

@@ -59,6 +59,16 @@ pub enum Staging {
     Answered(CommandAnswer),
 }
 
+/// How a transaction settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Committed: its effects went to the `on_commit` callbacks.
+    Committed,
+    /// Rejected: its effects went to the `on_reject` callbacks.
+    Rejected,
+}
+
 /// The participant's own database of staged effects.
 ///
 /// Each transaction's effects stay here from the command that staged them until the transaction is
@@ -111,6 +121,31 @@ pub trait ParticipantStore: Send + Sync + 'static {
         &self,
         before: SystemTime,
     ) -> Result<Vec<Uuid>, ParticipantStoreError>;
+
+    /// Settles `transaction` as `outcome`: removes its staged effects and reservation like
+    /// [`take`](Self::take) and, in the same atomic step, remembers the outcome
+    /// ([`outcome`](Self::outcome)), so that a message about the transaction arriving after it
+    /// settled (a compensation command that raced the reject, a redelivered reserve) is not taken
+    /// for a transaction still open. The outcome is forgotten with the answers
+    /// ([`forget_answers`](Self::forget_answers)).
+    ///
+    /// The default remembers nothing: it is [`take`](Self::take).
+    async fn settle(
+        &self,
+        transaction: Uuid,
+        outcome: Outcome,
+    ) -> Result<Vec<StagedEffect>, ParticipantStoreError> {
+        let _ = outcome;
+        self.take(transaction).await
+    }
+
+    /// How `transaction` settled, if it did and that is still remembered.
+    ///
+    /// The default remembers nothing: `None`.
+    async fn outcome(&self, transaction: Uuid) -> Result<Option<Outcome>, ParticipantStoreError> {
+        let _ = transaction;
+        Ok(None)
+    }
 }
 
 /// Milliseconds since the Unix epoch (0 before it).
@@ -134,6 +169,8 @@ struct MemoryState {
     reservations: BTreeMap<Uuid, Reservation>,
     /// By command id: the answer and when it was recorded.
     answers: HashMap<Uuid, (CommandAnswer, SystemTime)>,
+    /// By transaction: how it settled and when.
+    outcomes: HashMap<Uuid, (Outcome, SystemTime)>,
 }
 
 /// A [`ParticipantStore`] in memory: for tests and for services whose tentative work may be lost
@@ -195,6 +232,7 @@ impl ParticipantStore for InMemoryParticipantStore {
         let mut state = self.state();
         let count = state.answers.len();
         state.answers.retain(|_, (_, at)| *at >= before);
+        state.outcomes.retain(|_, (_, at)| *at >= before);
         Ok(u64::try_from(count - state.answers.len()).unwrap_or(u64::MAX))
     }
 
@@ -263,5 +301,28 @@ impl ParticipantStore for InMemoryParticipantStore {
             .filter(|(_, reservation)| reservation.at < before)
             .map(|(transaction, _)| *transaction)
             .collect())
+    }
+
+    async fn settle(
+        &self,
+        transaction: Uuid,
+        outcome: Outcome,
+    ) -> Result<Vec<StagedEffect>, ParticipantStoreError> {
+        let mut state = self.state();
+        state.reservations.remove(&transaction);
+        // The first settlement stands.
+        state
+            .outcomes
+            .entry(transaction)
+            .or_insert((outcome, SystemTime::now()));
+        Ok(state.effects.remove(&transaction).unwrap_or_default())
+    }
+
+    async fn outcome(&self, transaction: Uuid) -> Result<Option<Outcome>, ParticipantStoreError> {
+        Ok(self
+            .state()
+            .outcomes
+            .get(&transaction)
+            .map(|(outcome, _)| *outcome))
     }
 }
