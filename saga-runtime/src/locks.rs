@@ -1,4 +1,5 @@
-//! Per-execution locks: one caller at a time advances an execution in this process.
+//! Per-id locks: one caller at a time advances an execution (or settles a participant's
+//! transaction) in this process.
 
 use std::sync::Arc;
 

@@ -26,7 +26,7 @@ use saga_runtime::transactional::{
     SqliteParticipantStore, StagedEffect, Staging, TransactionalParticipant,
     TransactionalParticipantBuilder,
 };
-use saga_tests::{Harness, TestDatabase, eventually};
+use saga_tests::{Harness, TestDatabase, eventually, wait_until};
 use serde_json::{Value, json};
 use tokio::sync::Barrier;
 use uuid::Uuid;
@@ -1877,4 +1877,80 @@ async fn shutdown_finishes_the_command_in_hand_and_takes_no_new_one() {
         .count();
     assert_eq!(replies_to_probe, 1, "only the command in hand was answered");
     assert_eq!(broker.acked(), [first.id]);
+}
+
+/// A participant whose handler holds every command until `held` of them run at once, with
+/// `concurrency`; returns it, the harness, and how many ran.
+async fn gathering_participant(
+    concurrency: usize,
+    held: usize,
+) -> (Harness, TransactionalParticipant, Arc<AtomicU32>) {
+    let harness = Harness::new().await;
+    let running = Arc::new(AtomicU32::new(0));
+    let gate = Arc::new(tokio::sync::Barrier::new(held));
+    let handler = {
+        let running = Arc::clone(&running);
+        move |context: CommandContext, request: Value| {
+            let (running, gate) = (Arc::clone(&running), Arc::clone(&gate));
+            async move {
+                running.fetch_add(1, Ordering::SeqCst);
+                gate.wait().await;
+                context.stage(format!("key:{request}"), request);
+                Ok::<_, CommandError>(json!("done"))
+            }
+        }
+    };
+    let participant = TransactionalParticipant::builder(
+        "gathering",
+        harness.shared_broker(),
+        Arc::new(InMemoryParticipantStore::new()),
+    )
+    .command("Gather", handler)
+    .concurrency(concurrency)
+    .spawn()
+    .await
+    .expect("starts");
+    (harness, participant, running)
+}
+
+#[tokio::test]
+async fn commands_of_one_topic_are_handled_concurrently_up_to_the_limit() {
+    let (harness, participant, running) = gathering_participant(4, 3).await;
+    let (reply_topic, mut replies) = probe(&harness).await;
+    for n in 0..3 {
+        let transaction = Uuid::new_v4().to_string();
+        let command = command_to("Gather", &transaction, &reply_topic, json!(n));
+        harness.broker.publish(command).await.expect("published");
+    }
+    // The three meet at the gate only if they run at once.
+    for _ in 0..3 {
+        let reply = next_reply(&mut replies).await;
+        assert_eq!(reply.status, Some(SagaResponseStatus::Success));
+    }
+    assert_eq!(running.load(Ordering::SeqCst), 3);
+    participant.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_concurrency_of_one_handles_a_topic_one_command_at_a_time() {
+    let (harness, participant, running) = gathering_participant(1, 2).await;
+    let (reply_topic, mut replies) = probe(&harness).await;
+    for n in 0..2 {
+        let transaction = Uuid::new_v4().to_string();
+        let command = command_to("Gather", &transaction, &reply_topic, json!(n));
+        harness.broker.publish(command).await.expect("published");
+    }
+    // The first waits at the gate for a second that is never taken.
+    wait_until(Duration::from_secs(5), "the first command runs", || async {
+        running.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let quiet = tokio::time::timeout(Duration::from_millis(300), replies.next()).await;
+    assert!(quiet.is_err(), "no command finished");
+    assert_eq!(
+        running.load(Ordering::SeqCst),
+        1,
+        "the second was not taken"
+    );
+    drop(participant);
 }

@@ -54,8 +54,10 @@
 //! [`ParticipantStats::undecodable`], answered SYSTEM_ERROR (commands) or ERROR (transaction
 //! messages) when it names a reply topic, and acknowledged.
 //!
-//! The participant serializes its reserve, commit, reject and sweep work, so one instance never
-//! settles a transaction twice. The callbacks run before the effects are removed from the store:
+//! Each topic's deliveries are handled concurrently (up to
+//! [`concurrency`](TransactionalParticipantBuilder::concurrency) at a time); the reserve, commit,
+//! reject and sweep work on one transaction is serialized, so one instance never settles a
+//! transaction twice (several instances sharing a store rely on the store's atomic steps). The callbacks run before the effects are removed from the store:
 //! after a crash between the two, a redelivered commit runs them again (at least once).
 //!
 //! [`shutdown`](TransactionalParticipant::shutdown) stops it gracefully: no new delivery is taken,
@@ -82,8 +84,8 @@ use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::{JoinHandle, JoinSet};
 use uuid::Uuid;
 
 pub use store::{
@@ -99,6 +101,7 @@ pub use sqlite::SqliteParticipantStore;
 use crate::broker::{Broker, Delivery, Subscription};
 use crate::committer::Phase;
 use crate::error::BrokerError;
+use crate::locks::ExecutionLocks;
 use crate::message::{BrokerMessage, SagaResponseStatus, header};
 use crate::request_scope::RequestHeaders;
 
@@ -244,6 +247,7 @@ pub struct TransactionalParticipantBuilder {
     on_reject: Vec<(Option<String>, Callback)>,
     reservation_timeout: Duration,
     answer_retention: Duration,
+    concurrency: usize,
 }
 
 impl TransactionalParticipantBuilder {
@@ -330,6 +334,15 @@ impl TransactionalParticipantBuilder {
         self
     }
 
+    /// How many deliveries of one topic are handled at once (default 16, at least 1). Commands run
+    /// their handlers concurrently up to this; reserve, commit and reject messages of different
+    /// transactions are settled concurrently, those of one transaction one at a time. With 1, a
+    /// topic's messages are handled one after another, in the order the broker hands them out.
+    pub fn concurrency(mut self, deliveries: usize) -> Self {
+        self.concurrency = deliveries.max(1);
+        self
+    }
+
     /// Subscribes to its command topics and its reserve/commit/reject topics and starts answering.
     pub async fn spawn(self) -> Result<TransactionalParticipant, BrokerError> {
         let inner = Arc::new(Inner {
@@ -338,9 +351,10 @@ impl TransactionalParticipantBuilder {
             store: self.store,
             on_commit: self.on_commit,
             on_reject: self.on_reject,
-            settle: tokio::sync::Mutex::new(()),
+            settling: ExecutionLocks::default(),
             counters: Counters::default(),
         });
+        let concurrency = self.concurrency;
         let (stop, _) = watch::channel(false);
         let mut tasks = Vec::new();
         for (topic, handler) in self.handlers {
@@ -354,7 +368,12 @@ impl TransactionalParticipantBuilder {
                     (delivery, handled)
                 }
             };
-            tasks.push(tokio::spawn(serve(subscription, stop.subscribe(), handle)));
+            tasks.push(tokio::spawn(serve(
+                subscription,
+                stop.subscribe(),
+                concurrency,
+                handle,
+            )));
         }
         for phase in [Phase::Reserve, Phase::Commit, Phase::Reject] {
             let subscription = inner.broker.subscribe(&phase.topic(&inner.service)).await?;
@@ -366,7 +385,12 @@ impl TransactionalParticipantBuilder {
                     (delivery, handled)
                 }
             };
-            tasks.push(tokio::spawn(serve(subscription, stop.subscribe(), handle)));
+            tasks.push(tokio::spawn(serve(
+                subscription,
+                stop.subscribe(),
+                concurrency,
+                handle,
+            )));
         }
         let (timeout, retention) = (self.reservation_timeout, self.answer_retention);
         let sweeper = Arc::clone(&inner);
@@ -392,31 +416,52 @@ impl TransactionalParticipantBuilder {
 }
 
 /// Takes deliveries from `subscription` and hands each to `handle` (which hands it back with
-/// whether it was handled), then acknowledges it (or asks for a redelivery), until `stopped` turns true (or the participant is gone) or the subscription
-/// ends. A delivery in hand is always finished: the stop is only looked at between deliveries.
-/// Dropping the subscription on the way out gives what it received but nobody took back to the
-/// broker.
+/// whether it was handled) in a task of its own, at most `concurrency` at a time, then
+/// acknowledges it (or asks for a redelivery), until `stopped` turns true (or the participant is
+/// gone) or the subscription ends. The deliveries in hand are always finished before it returns:
+/// the stop is only looked at before taking one. Dropping the subscription on the way out gives
+/// what it received but nobody took back to the broker.
 async fn serve<F, Fut>(
     mut subscription: Subscription,
     mut stopped: watch::Receiver<bool>,
+    concurrency: usize,
     handle: F,
 ) where
     F: Fn(Delivery) -> Fut,
-    Fut: Future<Output = (Delivery, Handled)>,
+    Fut: Future<Output = (Delivery, Handled)> + Send + 'static,
 {
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let mut in_hand = JoinSet::new();
     loop {
+        // A free slot first, so that nothing is taken from the broker that cannot start at once.
+        let slot = tokio::select! {
+            biased;
+            _ = stopped.wait_for(|stopped| *stopped) => break,
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
         let delivery = tokio::select! {
             // The stop first: once it is asked for, no delivery that is ready is taken any more.
             biased;
-            _ = stopped.wait_for(|stopped| *stopped) => return,
+            _ = stopped.wait_for(|stopped| *stopped) => break,
             delivery = subscription.next() => match delivery {
                 Some(delivery) => delivery,
-                None => return,
+                None => break,
             },
         };
-        let (delivery, handled) = handle(delivery).await;
-        acknowledge(delivery, handled).await;
+        let work = handle(delivery);
+        in_hand.spawn(async move {
+            let (delivery, handled) = work.await;
+            acknowledge(delivery, handled).await;
+            drop(slot);
+        });
+        // Reap the finished ones as we go, so the set holds only what is in hand.
+        while in_hand.try_join_next().is_some() {}
     }
+    drop(subscription);
+    while in_hand.join_next().await.is_some() {}
 }
 
 fn erase<F, Fut>(callback: F) -> Callback
@@ -549,6 +594,7 @@ impl TransactionalParticipant {
             on_reject: Vec::new(),
             reservation_timeout: Duration::from_secs(60),
             answer_retention: Duration::from_secs(24 * 60 * 60),
+            concurrency: 16,
         }
     }
 
@@ -667,8 +713,8 @@ struct Inner {
     store: Arc<dyn ParticipantStore>,
     on_commit: Vec<(Option<String>, Callback)>,
     on_reject: Vec<(Option<String>, Callback)>,
-    /// Serializes reserve, commit, reject and sweep.
-    settle: tokio::sync::Mutex<()>,
+    /// One reserve, commit, reject or sweep of a transaction at a time.
+    settling: ExecutionLocks,
     counters: Counters,
 }
 
@@ -893,7 +939,7 @@ impl Inner {
                 .reply(message, SagaResponseStatus::Error, content)
                 .await;
         };
-        let _settling = self.settle.lock().await;
+        let _settling = self.settling.lock(transaction).await;
         let (status, content) = match phase {
             // A reserve that comes after the transaction settled (a redelivery) reserves nothing
             // anew: nobody would settle that reservation.
@@ -920,8 +966,8 @@ impl Inner {
         self.reply(message, status, content).await
     }
 
-    /// Reserves `transaction` in the store, if it has anything staged. The caller holds the settle
-    /// lock.
+    /// Reserves `transaction` in the store, if it has anything staged. The caller holds the
+    /// transaction's lock.
     ///
     /// A transaction with nothing staged holds no key, so its reservation could refuse nobody and
     /// be refused by nobody; recording it would only leave a reservation behind when the reserve is
@@ -966,7 +1012,7 @@ impl Inner {
         let Some(outcome) = self.store.outcome(transaction).await? else {
             return Ok(());
         };
-        let _settling = self.settle.lock().await;
+        let _settling = self.settling.lock(transaction).await;
         match outcome {
             Outcome::Rejected => {
                 tracing::warn!(%topic, %transaction, "a command came after its transaction was rejected: rejecting its effects");
@@ -983,7 +1029,7 @@ impl Inner {
     }
 
     /// Commits or rejects `transaction`: runs the callbacks on its staged effects, then removes them.
-    /// The caller holds the settle lock.
+    /// The caller holds the transaction's lock.
     async fn settle(&self, phase: Phase, transaction: Uuid) -> Result<(), String> {
         let effects = self.store.staged(transaction).await.map_err(|error| {
             tracing::error!(%transaction, %error, "could not read the staged effects");
@@ -1065,7 +1111,6 @@ impl Inner {
         let before = SystemTime::now()
             .checked_sub(timeout)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let _settling = self.settle.lock().await;
         let expired = match self.store.expired_reservations(before).await {
             Ok(expired) => expired,
             Err(error) => {
@@ -1074,6 +1119,11 @@ impl Inner {
             }
         };
         for transaction in expired {
+            let _settling = self.settling.lock(transaction).await;
+            // Settled between the listing and the lock: nothing left to expire.
+            if !matches!(self.store.outcome(transaction).await, Ok(None)) {
+                continue;
+            }
             tracing::warn!(%transaction, ?timeout, "rejecting a reservation nobody settled");
             if self.settle(Phase::Reject, transaction).await.is_ok() {
                 bump(&self.counters.expired);
