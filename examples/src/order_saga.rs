@@ -56,6 +56,17 @@ fn print_traffic(broker: &InProcessBroker) {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Each participant logs how every transaction settled (`RUST_LOG` overrides the filter).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "warn,saga_runtime::transactional=info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .compact()
+        .init();
     let database = std::env::var("SAGA_DB").unwrap_or_else(|_| "order-saga.db".to_owned());
     let beside = |service: &str| Path::new(&database).with_extension(format!("{service}.db"));
     println!(

@@ -184,6 +184,17 @@ fn launch() -> Result<(), Error> {
 }
 
 fn main() -> ExitCode {
+    // Each participant logs how every transaction settled (`RUST_LOG` overrides the filter).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "warn,saga_runtime::transactional=info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .compact()
+        .init();
     let role = std::env::args().nth(1);
     let result = match role.as_deref() {
         None => launch(),

@@ -1091,6 +1091,13 @@ impl Inner {
                 &self.counters.rejected
             });
         }
+        tracing::info!(
+            service = %self.service,
+            %transaction,
+            ?outcome,
+            effects = effects.len(),
+            "transaction settled"
+        );
         Ok(())
     }
 
