@@ -481,8 +481,7 @@ async fn a_finished_saga_commits_the_staged_effects_of_both_participants_once(ba
         assert!(store.staged(id).await.expect("readable").is_empty());
     }
     // A redelivered commit applies nothing twice.
-    let committer =
-        TransactionCommitter::new(harness.shared_broker(), "order", Duration::from_secs(2));
+    let committer = committer(&harness);
     let report = committer
         .phase(
             Phase::Commit,
@@ -572,8 +571,7 @@ async fn a_conflicting_reservation_rejects_the_second_saga_and_the_first_commits
     assert_eq!(second.status(), SagaStatus::Finished);
     assert!(entries(&services.journal).is_empty(), "nothing settled yet");
     // The first saga's flight reservation is held while the second commits.
-    let committer =
-        TransactionCommitter::new(harness.shared_broker(), "order", Duration::from_secs(2));
+    let committer = committer(&harness);
     let held = committer
         .phase(Phase::Reserve, &[(first.id(), "flight".to_owned())])
         .await
@@ -658,6 +656,33 @@ async fn next_reply(subscription: &mut Subscription) -> BrokerMessage {
     message
 }
 
+/// Books `seat` on the flight service in `transaction` (answers on `reply_topic`, read from
+/// `replies`), and checks that it succeeded.
+async fn book_seat(
+    harness: &Harness,
+    reply_topic: &str,
+    replies: &mut Subscription,
+    transaction: Uuid,
+    seat: &str,
+) {
+    let command = command_to(
+        "BookFlight",
+        &transaction.to_string(),
+        reply_topic,
+        json!({ "seat": seat }),
+    );
+    harness.broker.publish(command).await.expect("published");
+    assert_eq!(
+        next_reply(replies).await.status,
+        Some(SagaResponseStatus::Success)
+    );
+}
+
+/// The `order` service's committer on the harness's broker (2 s per phase).
+fn committer(harness: &Harness) -> TransactionCommitter {
+    TransactionCommitter::new(harness.shared_broker(), "order", Duration::from_secs(2))
+}
+
 fn command_to(topic: &str, transactions: &str, reply_to: &str, payload: Value) -> BrokerMessage {
     BrokerMessage::new(topic, payload)
         .with_header(header::TRANSACTIONS, transactions)
@@ -737,22 +762,8 @@ async fn an_unsettled_reservation_is_rejected_after_the_timeout(backend: Backend
         .expect("flight starts");
     let (reply_topic, mut replies) = probe(&harness).await;
     let transaction = Uuid::new_v4();
-    harness
-        .broker
-        .publish(command_to(
-            "BookFlight",
-            &transaction.to_string(),
-            &reply_topic,
-            json!({ "seat": "3C" }),
-        ))
-        .await
-        .expect("published");
-    assert_eq!(
-        next_reply(&mut replies).await.status,
-        Some(SagaResponseStatus::Success)
-    );
-    let committer =
-        TransactionCommitter::new(harness.shared_broker(), "order", Duration::from_secs(2));
+    book_seat(&harness, &reply_topic, &mut replies, transaction, "3C").await;
+    let committer = committer(&harness);
     let reserved = committer
         .phase(Phase::Reserve, &[(transaction, "flight".to_owned())])
         .await
@@ -806,22 +817,8 @@ async fn a_reserve_redelivered_after_the_commit_leaves_no_reservation(backend: B
         .expect("flight starts");
     let (reply_topic, mut replies) = probe(&harness).await;
     let transaction = Uuid::new_v4();
-    harness
-        .broker
-        .publish(command_to(
-            "BookFlight",
-            &transaction.to_string(),
-            &reply_topic,
-            json!({ "seat": "7A" }),
-        ))
-        .await
-        .expect("published");
-    assert_eq!(
-        next_reply(&mut replies).await.status,
-        Some(SagaResponseStatus::Success)
-    );
-    let committer =
-        TransactionCommitter::new(harness.shared_broker(), "order", Duration::from_secs(2));
+    book_seat(&harness, &reply_topic, &mut replies, transaction, "7A").await;
+    let committer = committer(&harness);
     let services = [(transaction, "flight".to_owned())];
     for phase in [Phase::Reserve, Phase::Commit, Phase::Reserve] {
         let report = committer
@@ -877,8 +874,7 @@ async fn a_nested_command_joins_the_innermost_transaction(backend: Backend) {
         services.flight_store.staged(inner).await.expect("readable"),
         [effect("BookFlight", "seat:4D", json!({ "book": "4D" }))]
     );
-    let committer =
-        TransactionCommitter::new(harness.shared_broker(), "order", Duration::from_secs(2));
+    let committer = committer(&harness);
     committer
         .commit(&[(outer, "flight".to_owned())])
         .await
@@ -1092,20 +1088,7 @@ async fn a_participant_commits_what_it_staged_before_a_restart(backend: Backend)
             .spawn()
             .await
             .expect("flight starts");
-        harness
-            .broker
-            .publish(command_to(
-                "BookFlight",
-                &transaction.to_string(),
-                &reply_topic,
-                json!({ "seat": "7G" }),
-            ))
-            .await
-            .expect("published");
-        assert_eq!(
-            next_reply(&mut replies).await.status,
-            Some(SagaResponseStatus::Success)
-        );
+        book_seat(&harness, &reply_topic, &mut replies, transaction, "7G").await;
         drop(participant);
         store.close().await;
     }
@@ -1114,8 +1097,7 @@ async fn a_participant_commits_what_it_staged_before_a_restart(backend: Backend)
         .spawn()
         .await
         .expect("flight starts again");
-    let committer =
-        TransactionCommitter::new(harness.shared_broker(), "order", Duration::from_secs(2));
+    let committer = committer(&harness);
     committer
         .commit(&[(transaction, "flight".to_owned())])
         .await
@@ -1318,8 +1300,7 @@ async fn a_command_or_reserve_after_its_transaction_settled_leaves_nothing_stage
         .await
         .expect("flight starts");
     let (reply_topic, mut replies) = probe(&harness).await;
-    let committer =
-        TransactionCommitter::new(harness.shared_broker(), "order", Duration::from_secs(2));
+    let committer = committer(&harness);
     let book = |transaction: Uuid, seat: &str| {
         command_to(
             "BookFlight",
@@ -1462,8 +1443,7 @@ async fn a_redelivered_command_is_answered_again_without_staging_twice(backend: 
     assert_eq!((stats.commands, stats.duplicates), (2, 1));
 
     // After the commit, a late redelivery is answered the same and stages nothing.
-    let committer =
-        TransactionCommitter::new(harness.shared_broker(), "order", Duration::from_secs(2));
+    let committer = committer(&harness);
     committer
         .commit(&[(transaction, "flight".to_owned())])
         .await
