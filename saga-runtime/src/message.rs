@@ -279,7 +279,9 @@ impl BrokerMessage {
     ) -> Option<BrokerMessage> {
         let topic = self.reply_to.clone()?;
         let mut headers = Headers::new();
-        for name in [header::SAGA, header::TRANSACTION] {
+        // `transactions` goes back too: an orchestrator that gave up on the command (its step
+        // timed out) learns from a late reply which transaction to reject at this service.
+        for name in [header::SAGA, header::TRANSACTION, header::TRANSACTIONS] {
             if let Some(value) = self.headers.get(name) {
                 headers.insert(name.to_owned(), value.clone());
             }

@@ -1,6 +1,7 @@
 //! Remote-step timeouts across services over NATS JetStream and PostgreSQL: a participant that never
-//! answers makes the step fail and the saga compensate, its late reply changes nothing, and the
-//! deadline, kept with the execution, is enforced by whichever instance holds it.
+//! answers makes the step fail and the saga compensate, its late reply changes nothing there (and
+//! has the participant's tentative work rejected), and the deadline, kept with the execution, is
+//! enforced by whichever instance holds it.
 //!
 //! Against the servers named by `SAGA_TEST_NATS_URL` and `SAGA_TEST_POSTGRES_URL` (skipped without
 //! them outside CI).
@@ -113,6 +114,21 @@ async fn a_participant_that_never_answers_fails_the_step_and_its_late_reply_chan
         ["do a", "undo a"],
         "the late reply ran no handler"
     );
+    // The ticket service did the work without taking part in the decision: the late reply gets
+    // its transaction rejected there, so nothing stays staged.
+    wait_until(
+        Duration::from_secs(20),
+        "the late work's reject",
+        || async { ticket.participant().stats().rejected == 1 },
+    )
+    .await;
+    let staged = ticket
+        .participant()
+        .store()
+        .staged(execution.id())
+        .await
+        .expect("readable");
+    assert!(staged.is_empty(), "{staged:?}");
 
     ticket.shutdown().await;
     order.shutdown().await;

@@ -1457,6 +1457,15 @@ async fn handle_delivery(inner: &Arc<Inner>, delivery: Delivery) {
         Ok(ReplyOutcome::Ignored { id, reason }) => {
             counters.ignored.fetch_add(1, Ordering::Relaxed);
             tracing::info!(saga.id = %id, %message_id, %reason, "ignored a reply");
+            if reason == ReplyRejection::ExecutionEnded(SagaStatus::Errored)
+                && let Err(error) = reject_late_work(inner, delivery.message()).await
+            {
+                tracing::warn!(saga.id = %id, %message_id, %error, "could not reject a late reply's work; asking for the reply again");
+                if let Err(error) = delivery.nack().await {
+                    tracing::warn!(%message_id, %error, "asking for a redelivery failed");
+                }
+                return;
+            }
         }
         Err(error) if is_transient(&error) => {
             counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -1477,6 +1486,31 @@ async fn handle_delivery(inner: &Arc<Inner>, delivery: Delivery) {
     if let Err(error) = delivery.ack().await {
         tracing::warn!(%message_id, %error, "acknowledging a reply failed");
     }
+}
+
+/// Rejects, at the service that sent `reply`, the transaction its command ran in, when the reply
+/// comes after its execution was rejected (the step gave up waiting: a timeout). That service did
+/// the work without being part of the decision, so no reject reached it; its tentative work would
+/// stay staged for ever. A reject is idempotent, so a service that did get one, or staged nothing,
+/// is not harmed; a reply that names no service or no transaction leaves nothing to reject.
+async fn reject_late_work(inner: &Inner, reply: &BrokerMessage) -> Result<(), BrokerError> {
+    let (Some(service), Some(transactions)) = (
+        reply.headers.get(header::SERVICE),
+        crate::transactional::parse_transactions(reply),
+    ) else {
+        return Ok(());
+    };
+    let Some(transaction) = transactions.last() else {
+        return Ok(());
+    };
+    tracing::info!(%service, %transaction, "rejecting the work of a reply that came after its saga was rejected");
+    let reject = BrokerMessage::new(
+        Phase::Reject.topic(service),
+        serde_json::Value::String(transaction.to_string()),
+    )
+    .with_header(header::TRANSACTION, transaction.to_string())
+    .with_header(header::SAGA, transaction.to_string());
+    inner.broker.publish(reject).await
 }
 
 /// Sets `delivery` aside with `reason`, and counts it.
