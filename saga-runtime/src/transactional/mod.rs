@@ -19,7 +19,8 @@
 //! Commit and reject of a transaction that staged nothing (or was settled already) answer SUCCESS and
 //! call nothing, so a redelivered commit never applies an effect twice. A reservation that nobody
 //! settles within the [reservation timeout](TransactionalParticipantBuilder::reservation_timeout) is
-//! rejected by a sweeper task.
+//! rejected by a sweeper task; a commit that comes after that applies nothing and is answered
+//! ERROR (the orchestrator logs that the participant did not acknowledge the commit).
 //!
 //! The store remembers how each transaction settled ([`ParticipantStore::outcome`]), as long as it
 //! remembers answers, so that a message arriving after the settlement starts nothing the
@@ -958,6 +959,20 @@ impl Inner {
                     )
                 }
             },
+            // A commit of a transaction this service rejected (its reservation expired before the
+            // decision came) cannot be honoured: its effects went to `on_reject`. Say so, rather
+            // than acknowledge a commit that applied nothing.
+            Phase::Commit
+                if matches!(
+                    self.store.outcome(transaction).await,
+                    Ok(Some(Outcome::Rejected))
+                ) =>
+            {
+                tracing::error!(%transaction, "a commit of a transaction rejected here (its reservation expired first): nothing is applied");
+                let content =
+                    format!("transaction {transaction} was rejected here before the commit came");
+                (SagaResponseStatus::Error, Value::String(content))
+            }
             Phase::Commit | Phase::Reject => match self.settle(phase, transaction).await {
                 Ok(()) => (SagaResponseStatus::Success, Value::Null),
                 Err(error) => (SagaResponseStatus::SystemError, Value::String(error)),
