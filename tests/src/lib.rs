@@ -132,7 +132,7 @@ pub async fn eventually(mut condition: impl FnMut() -> bool) {
     }
 }
 
-/// Waits up to `limit` until the asynchronous `condition` holds, checking every 10 ms; fails naming
+/// Waits up to `limit` until the asynchronous `condition` holds, checking every 20 ms; fails naming
 /// `what` otherwise.
 pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut condition: F)
 where
@@ -145,7 +145,7 @@ where
             tokio::time::Instant::now() < deadline,
             "{what}: not within {limit:?}"
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -22,6 +22,8 @@ use saga_runtime::transactional::{
     CommandContext, CommandError, ParticipantStore, Settled, TransactionalParticipantBuilder,
 };
 use serde_json::json;
+
+use crate::wait_until;
 use uuid::Uuid;
 
 use crate::{TestDatabase, TestNats};
@@ -369,22 +371,6 @@ pub async fn terminal(repository: &Arc<dyn SagaExecutionRepository>) -> usize {
             .len();
     }
     terminal
-}
-
-/// Waits until `condition` holds, checking every 50 ms; panics with `what` after `limit`.
-pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// How strictly [`check_outcomes`] holds the orders to their plan.

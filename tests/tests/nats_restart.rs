@@ -128,7 +128,7 @@ async fn a_thousand_sagas_ride_out_a_nats_server_restart() {
         )
     };
 
-    shop::wait_until(
+    saga_tests::wait_until(
         Duration::from_secs(300),
         "sagas terminal before the restart",
         || async { shop::terminal(&repository).await >= RESTART_AFTER },
