@@ -8,6 +8,8 @@
 //! compensations and the rejects on both participants. The same services run as three processes over
 //! NATS and PostgreSQL with `cargo run -p saga-examples --bin shop`.
 
+#[path = "shop/logging.rs"]
+mod logging;
 #[path = "shop/messages.rs"]
 mod messages;
 #[path = "shop/order.rs"]
@@ -56,17 +58,7 @@ fn print_traffic(broker: &InProcessBroker) {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Each participant logs how every transaction settled (`RUST_LOG` overrides the filter).
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "warn,saga_runtime::transactional=info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout)
-        .with_ansi(false)
-        .without_time()
-        .with_target(false)
-        .compact()
-        .init();
+    logging::init();
     let database = std::env::var("SAGA_DB").unwrap_or_else(|_| "order-saga.db".to_owned());
     let beside = |service: &str| Path::new(&database).with_extension(format!("{service}.db"));
     println!(

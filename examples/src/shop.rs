@@ -12,6 +12,8 @@
 //! `cargo run -p saga-examples --bin order-saga` runs the same services in one process on the
 //! embedded defaults.
 
+#[path = "shop/logging.rs"]
+mod logging;
 #[path = "shop/messages.rs"]
 mod messages;
 #[path = "shop/order.rs"]
@@ -184,17 +186,7 @@ fn launch() -> Result<(), Error> {
 }
 
 fn main() -> ExitCode {
-    // Each participant logs how every transaction settled (`RUST_LOG` overrides the filter).
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "warn,saga_runtime::transactional=info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout)
-        .with_ansi(false)
-        .without_time()
-        .with_target(false)
-        .compact()
-        .init();
+    logging::init();
     let role = std::env::args().nth(1);
     let result = match role.as_deref() {
         None => launch(),
