@@ -39,6 +39,21 @@ enum Backend {
     Postgres,
 }
 
+/// The tests `sqlite` and `postgres` of test body `name(backend)`, inside its module.
+macro_rules! durable_store_tests {
+    ($name:ident) => {
+        #[tokio::test]
+        async fn sqlite() {
+            super::$name(super::Backend::Sqlite).await;
+        }
+
+        #[tokio::test]
+        async fn postgres() {
+            super::$name(super::Backend::Postgres).await;
+        }
+    };
+}
+
 /// Runs each test body `name(backend)` on every store, as the tests `name::in_memory`,
 /// `name::sqlite` and `name::postgres`.
 macro_rules! on_every_store {
@@ -49,15 +64,7 @@ macro_rules! on_every_store {
                 super::$name(super::Backend::Memory).await;
             }
 
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await;
-            }
-
-            #[tokio::test]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await;
-            }
+            durable_store_tests!($name);
         }
     )*};
 }
@@ -67,15 +74,7 @@ macro_rules! on_every_store {
 macro_rules! on_durable_stores {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await;
-            }
-
-            #[tokio::test]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await;
-            }
+            durable_store_tests!($name);
         }
     )*};
 }
