@@ -1,10 +1,12 @@
-//! The README's saga: a local step and a remote step, run against an in-process payment service.
+//! The README's saga, built at run time with the builder API: a local step and a remote step, run
+//! against a payment service in the same process (on the in-process broker).
 
 use std::sync::Arc;
 
-use saga_runtime::participant::InProcessParticipant;
 use saga_runtime::prelude::*;
-use serde_json::json;
+use saga_runtime::transactional::{
+    CommandContext, CommandError, InMemoryParticipantStore, TransactionalParticipant,
+};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Order {
@@ -38,13 +40,21 @@ async fn refund(order: &Order) -> Result<SagaRequest, StepError> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let broker: Arc<dyn Broker> = Arc::new(InProcessBroker::new());
-    let _payment = InProcessParticipant::builder("payment", Arc::clone(&broker))
-        .command("CreatePayment", |_| {
-            (SagaResponseStatus::Success, json!("pay-1"))
-        })
+    // The payment service: charges tentatively, settled by the saga's two-phase commit.
+    let store = Arc::new(InMemoryParticipantStore::new());
+    let _payment = TransactionalParticipant::builder("payment", Arc::clone(&broker), store)
+        .command(
+            "CreatePayment",
+            |command: CommandContext, amount: u64| async move {
+                command.stage("charge", amount.into());
+                Ok::<_, CommandError>("pay-1")
+            },
+        )
         .spawn()
         .await?;
-    let _order = InProcessParticipant::builder("order", Arc::clone(&broker))
+    // The order service takes part in the commit of its own sagas too.
+    let store = Arc::new(InMemoryParticipantStore::new());
+    let _order = TransactionalParticipant::builder("order", Arc::clone(&broker), store)
         .spawn()
         .await?;
 

@@ -28,12 +28,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use saga_runtime::error::RepositoryError;
 use saga_runtime::execution::{ExecutionEnv, ExecutionRecord, Outbox};
-use saga_runtime::participant::InProcessParticipant;
 use saga_runtime::prelude::*;
-use saga_runtime::repository::conformance::sample_record;
+use saga_testkit::conformance::repository::sample_record;
 use saga_runtime::repository::{
     BatchingRepository, Durability, SagaExecutionRepository, SqliteRepository,
 };
+use saga_testkit::{ForwardingRepository, RepositoryOverride, ScriptedParticipant};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use uuid::Uuid;
 
@@ -103,8 +103,8 @@ struct Counting {
 }
 
 impl Counting {
-    fn new(inner: Arc<dyn SagaExecutionRepository>) -> Arc<Self> {
-        Arc::new(Self {
+    fn new(inner: Arc<dyn SagaExecutionRepository>) -> Arc<ForwardingRepository<Self>> {
+        ForwardingRepository::shared(Self {
             inner,
             stores: AtomicU64::new(0),
             batches: AtomicU64::new(0),
@@ -118,7 +118,11 @@ impl Counting {
 }
 
 #[async_trait]
-impl SagaExecutionRepository for Counting {
+impl RepositoryOverride for Counting {
+    fn inner(&self) -> &dyn SagaExecutionRepository {
+        &*self.inner
+    }
+
     async fn store(&self, record: &ExecutionRecord) -> Result<u64, RepositoryError> {
         self.stores.fetch_add(1, Ordering::Relaxed);
         self.inner.store(record).await
@@ -127,38 +131,6 @@ impl SagaExecutionRepository for Counting {
     async fn store_batch(&self, records: &[&ExecutionRecord]) -> Vec<Result<u64, RepositoryError>> {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.inner.store_batch(records).await
-    }
-
-    async fn load(&self, id: Uuid) -> Result<ExecutionRecord, RepositoryError> {
-        self.inner.load(id).await
-    }
-
-    async fn delete(&self, id: Uuid) -> Result<(), RepositoryError> {
-        self.inner.delete(id).await
-    }
-
-    async fn mark_published(&self, id: Uuid, version: u64) -> Result<bool, RepositoryError> {
-        self.inner.mark_published(id, version).await
-    }
-
-    async fn list_recoverable(
-        &self,
-        after: Option<Uuid>,
-        limit: usize,
-    ) -> Result<Vec<Uuid>, RepositoryError> {
-        self.inner.list_recoverable(after, limit).await
-    }
-
-    async fn list_by_status(&self, status: SagaStatus) -> Result<Vec<Uuid>, RepositoryError> {
-        self.inner.list_by_status(status).await
-    }
-
-    async fn list_by_saga(&self, saga: &str) -> Result<Vec<Uuid>, RepositoryError> {
-        self.inner.list_by_saga(saga).await
-    }
-
-    async fn delete_finished_before(&self, updated_before_ms: u64) -> Result<u64, RepositoryError> {
-        self.inner.delete_finished_before(updated_before_ms).await
     }
 }
 
@@ -432,15 +404,15 @@ async fn engine_rows(
 /// Runs the saga through a manager storing in `stores`, `in_flight` at a time, for `duration`,
 /// with or without the two-phase commit.
 async fn run_executions(
-    stores: &Arc<Counting>,
-    commits: &Arc<Counting>,
+    stores: &Arc<ForwardingRepository<Counting>>,
+    commits: &Arc<ForwardingRepository<Counting>>,
     in_flight: usize,
     two_phase: bool,
     duration: Duration,
 ) -> (u64, Duration) {
     let broker: Arc<dyn Broker> = Arc::new(InProcessBroker::new());
     // Answers the two-phase commit of service `order` itself.
-    let _participant = InProcessParticipant::builder("order", Arc::clone(&broker))
+    let _participant = ScriptedParticipant::builder("order", Arc::clone(&broker))
         .spawn()
         .await
         .expect("participant");

@@ -48,7 +48,7 @@
 //! The pieces, one module each: [`definition`] (builder, validation, fingerprint, Mermaid
 //! rendering), [`execution`] (the state machine), [`context`], [`message`], [`committer`]
 //! (two-phase commit), [`broker`], [`repository`], [`registry`] (sagas by name), [`manager`] (runs
-//! and resumes executions), [`participant`] (an in-process participant), [`transactional`] (the
+//! and resumes executions), [`transactional`] (the
 //! participant side of the two-phase commit: commands with staged effects), [`request_scope`],
 //! [`service`] (a service's manager and participant on one repository and broker).
 
@@ -58,11 +58,10 @@ pub mod context;
 pub mod definition;
 pub mod error;
 pub mod execution;
-pub mod faults;
+mod faults;
 mod locks;
 pub mod manager;
 pub mod message;
-pub mod participant;
 pub mod registry;
 pub mod repository;
 pub mod request_scope;
@@ -158,6 +157,9 @@ pub struct ReadmeDoctests;
 #[doc(hidden)]
 pub mod __private {
     pub use std::sync::{Arc, OnceLock};
+
+    /// The crash points of a `fault-injection` build (re-exported by `saga-testkit`).
+    pub use crate::faults::POINTS as CRASH_POINTS;
 
     pub use inventory;
 

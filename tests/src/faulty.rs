@@ -1,14 +1,19 @@
 //! Repositories that fail on purpose, wrapped around a real one: a process that stops storing, and a
-//! database that is down for a while.
+//! database that is down for a while. Each overrides only the methods it changes; the rest go to the
+//! repository it wraps.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use saga_runtime::error::RepositoryError;
-use saga_runtime::execution::{ExecutionRecord, SagaStatus};
+use saga_runtime::execution::ExecutionRecord;
 use saga_runtime::repository::SagaExecutionRepository;
+use saga_testkit::{ForwardingRepository, RepositoryOverride};
 use uuid::Uuid;
+
+/// A fault wrapper as a repository: dereferences to the wrapper, for its switches and counters.
+pub type Faulty<W> = ForwardingRepository<W>;
 
 /// Delegates to a shared repository until `stores` stores have been made; after that every store
 /// and every mark fails, as if the process had stopped: the manager stores nothing more, exactly as
@@ -21,8 +26,8 @@ pub struct DyingRepository {
 
 impl DyingRepository {
     /// Dies after `stores` stores into `inner`.
-    pub fn new(inner: Arc<dyn SagaExecutionRepository>, stores: usize) -> Arc<Self> {
-        Arc::new(Self {
+    pub fn new(inner: Arc<dyn SagaExecutionRepository>, stores: usize) -> Arc<Faulty<Self>> {
+        ForwardingRepository::shared(Self {
             inner,
             stores_left: AtomicUsize::new(stores),
         })
@@ -44,8 +49,8 @@ pub struct Outage {
 
 impl Outage {
     /// Up, over `inner`.
-    pub fn new(inner: Arc<dyn SagaExecutionRepository>) -> Arc<Self> {
-        Arc::new(Self {
+    pub fn new(inner: Arc<dyn SagaExecutionRepository>) -> Arc<Faulty<Self>> {
+        ForwardingRepository::shared(Self {
             inner,
             down: AtomicBool::new(false),
             fail_next: AtomicUsize::new(0),
@@ -76,7 +81,11 @@ impl Outage {
 }
 
 #[async_trait]
-impl SagaExecutionRepository for DyingRepository {
+impl RepositoryOverride for DyingRepository {
+    fn inner(&self) -> &dyn SagaExecutionRepository {
+        &*self.inner
+    }
+
     async fn store(&self, record: &ExecutionRecord) -> Result<u64, RepositoryError> {
         let alive = self
             .stores_left
@@ -96,33 +105,14 @@ impl SagaExecutionRepository for DyingRepository {
         }
         self.inner.mark_published(id, version).await
     }
-
-    async fn load(&self, id: Uuid) -> Result<ExecutionRecord, RepositoryError> {
-        self.inner.load(id).await
-    }
-    async fn delete(&self, id: Uuid) -> Result<(), RepositoryError> {
-        self.inner.delete(id).await
-    }
-    async fn list_recoverable(
-        &self,
-        after: Option<Uuid>,
-        limit: usize,
-    ) -> Result<Vec<Uuid>, RepositoryError> {
-        self.inner.list_recoverable(after, limit).await
-    }
-    async fn list_by_status(&self, status: SagaStatus) -> Result<Vec<Uuid>, RepositoryError> {
-        self.inner.list_by_status(status).await
-    }
-    async fn list_by_saga(&self, saga: &str) -> Result<Vec<Uuid>, RepositoryError> {
-        self.inner.list_by_saga(saga).await
-    }
-    async fn delete_finished_before(&self, before: u64) -> Result<u64, RepositoryError> {
-        self.inner.delete_finished_before(before).await
-    }
 }
 
 #[async_trait]
-impl SagaExecutionRepository for Outage {
+impl RepositoryOverride for Outage {
+    fn inner(&self) -> &dyn SagaExecutionRepository {
+        &*self.inner
+    }
+
     async fn store(&self, record: &ExecutionRecord) -> Result<u64, RepositoryError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
         let failing_next = self
@@ -138,32 +128,5 @@ impl SagaExecutionRepository for Outage {
             ))));
         }
         self.inner.store(record).await
-    }
-
-    async fn mark_published(&self, id: Uuid, version: u64) -> Result<bool, RepositoryError> {
-        self.inner.mark_published(id, version).await
-    }
-
-    async fn load(&self, id: Uuid) -> Result<ExecutionRecord, RepositoryError> {
-        self.inner.load(id).await
-    }
-    async fn delete(&self, id: Uuid) -> Result<(), RepositoryError> {
-        self.inner.delete(id).await
-    }
-    async fn list_recoverable(
-        &self,
-        after: Option<Uuid>,
-        limit: usize,
-    ) -> Result<Vec<Uuid>, RepositoryError> {
-        self.inner.list_recoverable(after, limit).await
-    }
-    async fn list_by_status(&self, status: SagaStatus) -> Result<Vec<Uuid>, RepositoryError> {
-        self.inner.list_by_status(status).await
-    }
-    async fn list_by_saga(&self, saga: &str) -> Result<Vec<Uuid>, RepositoryError> {
-        self.inner.list_by_saga(saga).await
-    }
-    async fn delete_finished_before(&self, before: u64) -> Result<u64, RepositoryError> {
-        self.inner.delete_finished_before(before).await
     }
 }

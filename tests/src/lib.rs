@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use saga_runtime::broker::Broker;
 use saga_runtime::message::{BrokerMessage, Headers};
-use saga_runtime::participant::{InProcessParticipant, InProcessParticipantBuilder};
 use saga_runtime::prelude::*;
+use saga_testkit::{ScriptedParticipant, ScriptedParticipantBuilder};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -66,12 +66,12 @@ impl Harness {
     }
 
     /// Starts building a participant on the harness's broker.
-    pub fn participant(&self, service: &str) -> InProcessParticipantBuilder {
-        InProcessParticipant::builder(service, self.shared_broker())
+    pub fn participant(&self, service: &str) -> ScriptedParticipantBuilder {
+        ScriptedParticipant::builder(service, self.shared_broker())
     }
 
     /// Starts participants that accept every reservation for each of `services`.
-    pub async fn accepting(&self, services: &[&str]) -> Vec<InProcessParticipant> {
+    pub async fn accepting(&self, services: &[&str]) -> Vec<ScriptedParticipant> {
         let mut participants = Vec::new();
         for service in services {
             participants.push(

@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use saga_runtime::error::RepositoryError;
-use saga_runtime::execution::{ExecutionRecord, SagaStatus};
-use saga_runtime::repository::conformance::{self, sample_record};
+use saga_runtime::execution::ExecutionRecord;
 use saga_runtime::repository::{
     BatchingRepository, InMemoryRepository, SagaExecutionRepository, SqliteRepository,
 };
+use saga_testkit::conformance::repository::{self as conformance, sample_record};
+use saga_testkit::{ForwardingRepository, RepositoryOverride};
 use saga_tests::eventually;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
@@ -61,9 +62,9 @@ impl Counting {
 }
 
 #[async_trait]
-impl SagaExecutionRepository for Counting {
-    async fn store(&self, record: &ExecutionRecord) -> Result<u64, RepositoryError> {
-        self.inner.store(record).await
+impl RepositoryOverride for Counting {
+    fn inner(&self) -> &dyn SagaExecutionRepository {
+        &self.inner
     }
 
     async fn store_batch(&self, records: &[&ExecutionRecord]) -> Vec<Result<u64, RepositoryError>> {
@@ -92,38 +93,6 @@ impl SagaExecutionRepository for Counting {
             results.push(self.inner.store(record).await);
         }
         results
-    }
-
-    async fn load(&self, id: Uuid) -> Result<ExecutionRecord, RepositoryError> {
-        self.inner.load(id).await
-    }
-
-    async fn delete(&self, id: Uuid) -> Result<(), RepositoryError> {
-        self.inner.delete(id).await
-    }
-
-    async fn mark_published(&self, id: Uuid, version: u64) -> Result<bool, RepositoryError> {
-        self.inner.mark_published(id, version).await
-    }
-
-    async fn list_recoverable(
-        &self,
-        after: Option<Uuid>,
-        limit: usize,
-    ) -> Result<Vec<Uuid>, RepositoryError> {
-        self.inner.list_recoverable(after, limit).await
-    }
-
-    async fn list_by_status(&self, status: SagaStatus) -> Result<Vec<Uuid>, RepositoryError> {
-        self.inner.list_by_status(status).await
-    }
-
-    async fn list_by_saga(&self, saga: &str) -> Result<Vec<Uuid>, RepositoryError> {
-        self.inner.list_by_saga(saga).await
-    }
-
-    async fn delete_finished_before(&self, updated_before_ms: u64) -> Result<u64, RepositoryError> {
-        self.inner.delete_finished_before(updated_before_ms).await
     }
 }
 
@@ -202,7 +171,7 @@ async fn conforms_over_the_sqlite_repository() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_stores_share_commits_and_each_caller_gets_its_own_version() {
-    let counting = Arc::new(Counting::slow(Duration::from_millis(5)));
+    let counting = ForwardingRepository::shared(Counting::slow(Duration::from_millis(5)));
     // Each record is already stored 0 to 4 times, so each caller expects a different version.
     let mut records = Vec::new();
     for i in 0..200 {
@@ -243,7 +212,7 @@ async fn concurrent_stores_share_commits_and_each_caller_gets_its_own_version() 
 
 #[tokio::test]
 async fn a_lone_store_is_written_at_once() {
-    let counting = Arc::new(Counting::default());
+    let counting = ForwardingRepository::shared(Counting::default());
     let repository = BatchingRepository::new(Arc::clone(&counting) as _);
     let record = sample_record(Uuid::new_v4());
     let stored = tokio::time::timeout(Duration::from_secs(1), repository.store(&record)).await;
@@ -254,7 +223,7 @@ async fn a_lone_store_is_written_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflict_fails_only_its_own_record_of_the_batch() {
     let gate = Arc::new(Semaphore::new(0));
-    let counting = Arc::new(Counting::gated(&gate));
+    let counting = ForwardingRepository::shared(Counting::gated(&gate));
     let repository = BatchingRepository::new(Arc::clone(&counting) as _);
     let taken = sample_record(Uuid::new_v4());
     counting.inner.store(&taken).await.expect("stored");
@@ -301,7 +270,7 @@ async fn a_conflict_fails_only_its_own_record_of_the_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_batch_reaches_each_of_its_callers_and_the_next_batch_works() {
     let gate = Arc::new(Semaphore::new(0));
-    let counting = Arc::new(Counting::gated(&gate));
+    let counting = ForwardingRepository::shared(Counting::gated(&gate));
     counting.fail_batch.store(2, Ordering::SeqCst);
     let repository = BatchingRepository::new(Arc::clone(&counting) as _);
 
@@ -333,7 +302,7 @@ async fn a_failed_batch_reaches_each_of_its_callers_and_the_next_batch_works() {
 
 #[tokio::test]
 async fn a_panicking_batch_is_an_error_for_its_callers_and_the_writer_goes_on() {
-    let counting = Arc::new(Counting::default());
+    let counting = ForwardingRepository::shared(Counting::default());
     counting.panic_batch.store(1, Ordering::SeqCst);
     let repository = BatchingRepository::new(Arc::clone(&counting) as _);
 
@@ -349,7 +318,7 @@ async fn a_panicking_batch_is_an_error_for_its_callers_and_the_writer_goes_on() 
 
 #[tokio::test]
 async fn dropping_the_last_handle_stops_the_writer() {
-    let counting = Arc::new(Counting::default());
+    let counting = ForwardingRepository::shared(Counting::default());
     let repository = BatchingRepository::new(Arc::clone(&counting) as _);
     let clone = repository.clone();
     repository

@@ -12,7 +12,7 @@ use saga_runtime::execution::{ExecutionRecord, ReplyRejection, StepExecution};
 use saga_runtime::manager::{ReplyOutcome, ReplyStats};
 use saga_runtime::message::BrokerMessage;
 use saga_runtime::prelude::*;
-use saga_tests::faulty::Outage;
+use saga_tests::faulty::{Faulty, Outage};
 use saga_tests::{Harness, eventually, reply_to};
 use serde_json::json;
 use uuid::Uuid;
@@ -666,7 +666,7 @@ async fn a_manual_rollback_hands_the_errored_execution_to_a_waiting_run_without_
 /// A manager of service `order` on `broker` with an [`Outage`] over an in-memory repository, that
 /// does not retry failed stores itself (so that a failure reaches the reply listener, which asks
 /// for a redelivery).
-async fn flaky_manager(broker: &InProcessBroker) -> (SagaManager, Arc<Outage>) {
+async fn flaky_manager(broker: &InProcessBroker) -> (SagaManager, Arc<Faulty<Outage>>) {
     let repository = Outage::new(Arc::new(InMemoryRepository::new()));
     let manager = SagaManager::builder("order")
         .shared_broker(Arc::new(broker.clone()))
@@ -782,7 +782,7 @@ async fn a_final_reply_whose_store_fails_transiently_commits_the_transaction_onc
     let mut participants = Vec::new();
     for service in ["order", "ticket"] {
         participants.push(
-            saga_runtime::participant::InProcessParticipant::builder(service, Arc::clone(&shared))
+            saga_testkit::ScriptedParticipant::builder(service, Arc::clone(&shared))
                 .spawn()
                 .await
                 .expect("the participant starts"),

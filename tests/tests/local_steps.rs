@@ -9,8 +9,8 @@ use std::sync::Arc;
 use saga_runtime::committer::Phase;
 use saga_runtime::execution::{ExecutionEnv, Outbox, Progress};
 use saga_runtime::message::header;
-use saga_runtime::participant::ParticipantEvent;
 use saga_runtime::prelude::*;
+use saga_testkit::ParticipantEvent;
 use saga_tests::{Harness, SERVICE, reply_to};
 use serde_json::json;
 

@@ -10,9 +10,9 @@ use saga_runtime::committer::Phase;
 use saga_runtime::execution::{ExecutionRecord, ReplyRejection};
 use saga_runtime::manager::ReplyOutcome;
 use saga_runtime::message::{BrokerMessage, Headers, header};
-use saga_runtime::participant::{InProcessParticipant, ParticipantEvent};
 use saga_runtime::prelude::*;
 use saga_runtime::request_scope::RequestHeaders;
+use saga_testkit::{ParticipantEvent, ScriptedParticipant};
 use saga_tests::{Harness, eventually, reply_to};
 use serde_json::json;
 use uuid::Uuid;
@@ -121,7 +121,7 @@ fn stored_status(harness: &Harness, id: Uuid) -> Option<SagaStatus> {
 
 /// Starts `ticket` (answers CreateTicket with "T-1") and `payment` (answers CreatePayment with
 /// "P-1"), plus `order` taking part in its own transactions.
-async fn answering_participants(harness: &Harness) -> Vec<InProcessParticipant> {
+async fn answering_participants(harness: &Harness) -> Vec<ScriptedParticipant> {
     let ticket = harness
         .participant("ticket")
         .command("CreateTicket", |_| {
@@ -361,7 +361,7 @@ async fn return_id_mode_returns_the_id_of_the_stored_execution() {
 
 /// The participants of the timeout tests: `ticket` answers CreateTicket, nobody answers
 /// CreatePayment; `order` and `ticket` answer their transactions.
-async fn timeout_participants(harness: &Harness) -> Vec<InProcessParticipant> {
+async fn timeout_participants(harness: &Harness) -> Vec<ScriptedParticipant> {
     let ticket = harness
         .participant("ticket")
         .command("CreateTicket", |_| {

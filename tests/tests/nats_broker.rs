@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use saga_runtime::broker::conformance::{self, Expectations};
 use saga_runtime::broker::{Broker, DEAD_LETTER_REASON, DeadLetter, NatsBroker, Subscription};
 use saga_runtime::committer::Phase;
 use saga_runtime::message::BrokerMessage;
-use saga_runtime::participant::{InProcessParticipant, ParticipantEvent};
 use saga_runtime::prelude::*;
+use saga_testkit::conformance::broker::{self as conformance, Expectations};
+use saga_testkit::{ParticipantEvent, ScriptedParticipant};
 use saga_tests::TestNats;
 use serde_json::json;
 
@@ -363,7 +363,7 @@ async fn a_saga_runs_end_to_end_over_nats() {
         .build()
         .await
         .expect("the manager starts");
-    let ticket = InProcessParticipant::builder("ticket", Arc::clone(&broker))
+    let ticket = ScriptedParticipant::builder("ticket", Arc::clone(&broker))
         .command("CreateTicket", |message: &BrokerMessage| {
             assert_eq!(message.payload, json!({ "item": "concert" }));
             (SagaResponseStatus::Success, json!("ticket-1"))
@@ -371,7 +371,7 @@ async fn a_saga_runs_end_to_end_over_nats() {
         .spawn()
         .await
         .expect("the participant starts");
-    let order = InProcessParticipant::builder("order", Arc::clone(&broker))
+    let order = ScriptedParticipant::builder("order", Arc::clone(&broker))
         .spawn()
         .await
         .expect("the participant starts");

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use saga_runtime::broker::Broker;
-use saga_runtime::participant::InProcessParticipant;
 use saga_runtime::prelude::*;
+use saga_testkit::ScriptedParticipant;
 use saga_tests::TestDatabase;
 use saga_tests::faulty::DyingRepository;
 use saga_tests::jobs::{count, job, local_saga, remote_saga};
@@ -42,9 +42,9 @@ async fn manager(
 }
 
 /// A participant `ticket` that accepts every `CreateTicket` at once.
-async fn ticket_service(broker: &InProcessBroker) -> InProcessParticipant {
+async fn ticket_service(broker: &InProcessBroker) -> ScriptedParticipant {
     let shared: Arc<dyn Broker> = Arc::new(broker.clone());
-    InProcessParticipant::builder("ticket", shared)
+    ScriptedParticipant::builder("ticket", shared)
         .command("CreateTicket", |_| {
             (SagaResponseStatus::Success, json!("T-1"))
         })

@@ -18,9 +18,9 @@ use saga_runtime::error::LoadError;
 use saga_runtime::execution::ExecutionRecord;
 use saga_runtime::manager::{RecoveryReport, ReplyOutcome};
 use saga_runtime::message::BrokerMessage;
-use saga_runtime::participant::ParticipantEvent;
 use saga_runtime::prelude::*;
 use saga_runtime::repository::SqliteRepository;
+use saga_testkit::ParticipantEvent;
 use saga_tests::faulty::{DyingRepository, Outage};
 use saga_tests::jobs::{Job, count, effect, effects, job, local_saga, remote_saga, ticket};
 use saga_tests::{eventually, reply_to};
@@ -395,7 +395,7 @@ async fn a_commit_interrupted_after_committing_was_stored_is_committed_again() {
     let mut participants = Vec::new();
     for service in ["order", "ticket"] {
         participants.push(
-            saga_runtime::participant::InProcessParticipant::builder(service, Arc::clone(&shared))
+            saga_testkit::ScriptedParticipant::builder(service, Arc::clone(&shared))
                 .spawn()
                 .await
                 .expect("starts"),
@@ -438,8 +438,7 @@ async fn a_commit_interrupted_after_committing_was_stored_is_committed_again() {
     );
     assert_at_rest(&record);
     assert_eq!(count(&job.tag, "do b"), 1, "the steps did not run again");
-    let count_phase = |participant: &saga_runtime::participant::InProcessParticipant,
-                       wanted: Phase| {
+    let count_phase = |participant: &saga_testkit::ScriptedParticipant, wanted: Phase| {
         participant
             .log()
             .iter()

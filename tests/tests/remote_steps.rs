@@ -14,8 +14,8 @@ use saga_runtime::error::LoadError;
 use saga_runtime::execution::{ExecutionEnv, Outbox, ReplyRejection, StepExecution};
 use saga_runtime::manager::ReplyOutcome;
 use saga_runtime::message::BrokerMessage;
-use saga_runtime::participant::InProcessParticipant;
 use saga_runtime::prelude::*;
+use saga_testkit::ScriptedParticipant;
 use saga_tests::{
     Harness, SERVICE, Sent, assert_same_definition, command, load, reply_to, summaries,
     transaction, with_both_definitions,
@@ -188,7 +188,7 @@ fn services(names: &[&str]) -> std::collections::BTreeSet<String> {
 }
 
 /// Participants `order` and `ticket` that accept (and so answer) every transaction message.
-async fn accepting(harness: &Harness) -> Vec<InProcessParticipant> {
+async fn accepting(harness: &Harness) -> Vec<ScriptedParticipant> {
     harness.accepting(&["order", "ticket"]).await
 }
 

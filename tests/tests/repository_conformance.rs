@@ -6,7 +6,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use saga_runtime::error::RepositoryError;
 use saga_runtime::execution::{ExecutionRecord, SagaStatus};
-use saga_runtime::repository::{InMemoryRepository, SagaExecutionRepository, conformance};
+use saga_runtime::repository::{InMemoryRepository, SagaExecutionRepository};
+use saga_testkit::conformance::repository as conformance;
 use uuid::Uuid;
 
 #[tokio::test]

@@ -358,7 +358,7 @@ struct Services {
     journal: Journal,
     cancelled: Arc<Mutex<u32>>,
     /// The saga's own service, taking part in its transactions.
-    _order: Vec<saga_runtime::participant::InProcessParticipant>,
+    _order: Vec<saga_testkit::ScriptedParticipant>,
 }
 
 /// The flight and hotel services, each with a store of its own on `backend`; `None` when the

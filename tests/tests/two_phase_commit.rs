@@ -14,8 +14,8 @@ use saga_runtime::committer::{CommitError, Phase, PhaseReport, TransactionCommit
 use saga_runtime::execution::{ExecutionEnv, Outbox, StepExecution, TransactionState};
 use saga_runtime::manager::ReplyOutcome;
 use saga_runtime::message::BrokerMessage;
-use saga_runtime::participant::{InProcessParticipant, ParticipantEvent};
 use saga_runtime::prelude::*;
+use saga_testkit::{ParticipantEvent, ScriptedParticipant};
 use saga_tests::{
     Harness, Sent, assert_same_definition, command, load, reply_to, summaries, summary,
     transaction, with_both_definitions,
@@ -412,9 +412,9 @@ async fn without_autocommit_nothing_is_reserved_committed_or_rejected(
 async fn run_with_ticket(
     harness: &Harness,
     ticket: impl FnOnce(
-        saga_runtime::participant::InProcessParticipantBuilder,
-    ) -> saga_runtime::participant::InProcessParticipantBuilder,
-) -> (InProcessParticipant, InProcessParticipant) {
+        saga_testkit::ScriptedParticipantBuilder,
+    ) -> saga_testkit::ScriptedParticipantBuilder,
+) -> (ScriptedParticipant, ScriptedParticipant) {
     let ticket = ticket(
         harness
             .participant("ticket")

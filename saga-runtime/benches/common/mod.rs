@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use saga_runtime::broker::Broker;
 use saga_runtime::execution::{ExecutionEnv, Outbox};
 use saga_runtime::message::BrokerMessage;
-use saga_runtime::participant::InProcessParticipant;
 use saga_runtime::prelude::*;
+use saga_testkit::ScriptedParticipant;
 use serde_json::json;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -334,14 +334,14 @@ async fn raw_round_trip() -> Figure {
 /// repository: stored at the pause and at the end.
 async fn remote() -> Vec<Figure> {
     let broker: Arc<dyn Broker> = Arc::new(InProcessBroker::new());
-    let _payment = InProcessParticipant::builder("payment", Arc::clone(&broker))
+    let _payment = ScriptedParticipant::builder("payment", Arc::clone(&broker))
         .command("Charge", |_: &BrokerMessage| {
             (SagaResponseStatus::Success, json!("pay-1"))
         })
         .spawn()
         .await
         .expect("participant");
-    let _order = InProcessParticipant::builder("order", Arc::clone(&broker))
+    let _order = ScriptedParticipant::builder("order", Arc::clone(&broker))
         .spawn()
         .await
         .expect("participant");

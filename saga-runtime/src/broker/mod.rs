@@ -2,14 +2,13 @@
 //!
 //! The engine needs two operations, so that is the whole trait; a networked broker adds its own
 //! acknowledgement to each [`Delivery`]. The in-process broker is the embedded default;
-//! `NatsBroker` (feature `nats`) runs on NATS JetStream. [`conformance::check`] checks a broker
-//! against the contract.
+//! `NatsBroker` (feature `nats`) runs on NATS JetStream. The conformance suite of `saga-testkit`
+//! (`saga_testkit::conformance::broker::check`) checks a broker against the contract.
 //!
 //! A delivery is settled one of three ways: [`ack`](Delivery::ack) (handled),
 //! [`nack`](Delivery::nack) (deliver it again later) or [`dead_letter`](Delivery::dead_letter)
 //! (it can never be handled: set it aside, with the reason, for a human).
 
-pub mod conformance;
 mod in_process;
 #[cfg(feature = "nats")]
 mod nats;

@@ -11,7 +11,6 @@
 mod batching;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod codec;
-pub mod conformance;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -37,7 +36,8 @@ use crate::execution::{ExecutionRecord, SagaStatus};
 
 /// Stores, loads, lists and deletes saga executions.
 ///
-/// The contract is checked by [`conformance::check`]; every implementation in this crate passes it.
+/// The contract is checked by the conformance suite of `saga-testkit`
+/// (`saga_testkit::conformance::repository::check`); every implementation in this crate passes it.
 #[async_trait]
 pub trait SagaExecutionRepository: Send + Sync + 'static {
     /// Stores `record` if the stored copy still has `record.version` (0: not stored yet) and returns

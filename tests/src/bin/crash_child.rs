@@ -38,9 +38,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use saga_runtime::broker::Broker;
-use saga_runtime::participant::InProcessParticipant;
 use saga_runtime::prelude::*;
 use saga_runtime::repository::{PostgresRepository, SqliteRepository};
+use saga_testkit::ScriptedParticipant;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
@@ -291,7 +291,7 @@ async fn run(target: &str, count: i64, mode: Mode) -> Result<(), Failure> {
     let broker: Arc<dyn Broker> = Arc::new(InProcessBroker::new());
     // Answers the service's own reserve/commit/reject messages (mode `2pc`); started before the
     // manager, whose start-up recovery may commit again.
-    let _participant = InProcessParticipant::builder(SERVICE, Arc::clone(&broker))
+    let _participant = ScriptedParticipant::builder(SERVICE, Arc::clone(&broker))
         .spawn()
         .await?;
     let manager = SagaManager::builder(SERVICE)

@@ -1,9 +1,9 @@
-//! A participant for in-process setups: answers commands with closures and the two-phase commit's
-//! reserve/commit/reject messages with a policy, and keeps a log of what it received.
+//! A scripted participant: a test double that answers commands with closures and the two-phase
+//! commit's reserve/commit/reject messages with a policy, and keeps a log of what it received.
 //!
-//! It is what tests, examples and benchmarks put on the other side of a saga when every service
-//! runs in one process. It stores nothing: a service whose tentative work must survive a crash uses
-//! a durable participant instead.
+//! It is what tests and benchmarks put on the other side of a saga to script a service's answers.
+//! It stores nothing and runs no effects: a real service uses
+//! `saga_runtime::transactional::TransactionalParticipant`.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -11,10 +11,10 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::broker::Broker;
-use crate::committer::Phase;
-use crate::error::BrokerError;
-use crate::message::{BrokerMessage, SagaResponseStatus, header};
+use saga_runtime::broker::Broker;
+use saga_runtime::committer::Phase;
+use saga_runtime::error::BrokerError;
+use saga_runtime::message::{BrokerMessage, SagaResponseStatus, header};
 
 /// Answers one command: the reply's status and content.
 pub type CommandHandler = Arc<dyn Fn(&BrokerMessage) -> (SagaResponseStatus, Value) + Send + Sync>;
@@ -43,9 +43,9 @@ pub enum ParticipantEvent {
     },
 }
 
-/// Builds an [`InProcessParticipant`].
+/// Builds an [`ScriptedParticipant`].
 #[must_use = "call `spawn().await` to start the participant"]
-pub struct InProcessParticipantBuilder {
+pub struct ScriptedParticipantBuilder {
     service: String,
     broker: Arc<dyn Broker>,
     commands: Vec<(String, CommandHandler)>,
@@ -53,7 +53,7 @@ pub struct InProcessParticipantBuilder {
     answer_transactions: bool,
 }
 
-impl InProcessParticipantBuilder {
+impl ScriptedParticipantBuilder {
     /// Answers commands on `topic` with `handler`.
     pub fn command<F>(mut self, topic: impl Into<String>, handler: F) -> Self
     where
@@ -80,7 +80,7 @@ impl InProcessParticipantBuilder {
     }
 
     /// Subscribes to its topics and starts answering.
-    pub async fn spawn(self) -> Result<InProcessParticipant, BrokerError> {
+    pub async fn spawn(self) -> Result<ScriptedParticipant, BrokerError> {
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for (topic, handler) in self.commands {
@@ -142,7 +142,7 @@ impl InProcessParticipantBuilder {
                 }
             }));
         }
-        Ok(InProcessParticipant {
+        Ok(ScriptedParticipant {
             service: self.service,
             log,
             tasks,
@@ -151,19 +151,19 @@ impl InProcessParticipantBuilder {
 }
 
 /// A running in-process participant; dropping it stops it.
-pub struct InProcessParticipant {
+pub struct ScriptedParticipant {
     service: String,
     log: Arc<Mutex<Vec<ParticipantEvent>>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
-impl InProcessParticipant {
+impl ScriptedParticipant {
     /// Starts building participant `service` on `broker`.
     pub fn builder(
         service: impl Into<String>,
         broker: Arc<dyn Broker>,
-    ) -> InProcessParticipantBuilder {
-        InProcessParticipantBuilder {
+    ) -> ScriptedParticipantBuilder {
+        ScriptedParticipantBuilder {
             service: service.into(),
             broker,
             commands: Vec::new(),
@@ -183,7 +183,7 @@ impl InProcessParticipant {
     }
 }
 
-impl Drop for InProcessParticipant {
+impl Drop for ScriptedParticipant {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
@@ -191,9 +191,9 @@ impl Drop for InProcessParticipant {
     }
 }
 
-impl std::fmt::Debug for InProcessParticipant {
+impl std::fmt::Debug for ScriptedParticipant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InProcessParticipant")
+        f.debug_struct("ScriptedParticipant")
             .field("service", &self.service)
             .finish_non_exhaustive()
     }

@@ -3,8 +3,9 @@
 //!
 //! ```
 //! # tokio_test_block_on(async {
-//! use saga_runtime::repository::{InMemoryRepository, conformance};
-//! conformance::check(&InMemoryRepository::new()).await;
+//! use saga_runtime::repository::InMemoryRepository;
+//! use saga_testkit::conformance;
+//! conformance::repository::check(&InMemoryRepository::new()).await;
 //! # });
 //! # fn tokio_test_block_on(future: impl std::future::Future<Output = ()>) {
 //! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(future)
@@ -13,14 +14,13 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::value::to_raw_value;
 use uuid::Uuid;
 
-use super::SagaExecutionRepository;
-use crate::definition::Fingerprint;
-use crate::error::RepositoryError;
-use crate::execution::{ExecutionRecord, SagaStatus, StepExecution, StepStatus};
-use crate::message::BrokerMessage;
+use saga_runtime::error::RepositoryError;
+use saga_runtime::execution::{ExecutionRecord, SagaStatus, TransactionState};
+use saga_runtime::message::BrokerMessage;
+use saga_runtime::repository::SagaExecutionRepository;
+use serde_json::json;
 
 /// Runs every check against `repository`, panicking with the broken rule on the first violation.
 /// It stores, updates and deletes executions with fresh ids, so it may run against a repository in
@@ -38,54 +38,58 @@ pub async fn check(repository: &dyn SagaExecutionRepository) {
     retention_deletes_only_old_finished_executions(repository).await;
 }
 
-/// A record as the engine writes it: paused at its second step.
+/// A record as the engine writes it: paused at its second step (`charge`, a remote step waiting for
+/// its reply), with a pending command, an owner and a lease.
 pub fn sample_record(id: Uuid) -> ExecutionRecord {
-    let mut first = StepExecution::new("reserve", crate::definition::StepKind::Local);
-    first.status = StepStatus::Finished;
-    first.related_services = BTreeSet::from(["order".to_owned()]);
-    let mut second = StepExecution::new("charge", crate::definition::StepKind::Remote);
-    second.status = StepStatus::PausedByOnExecute;
-    second.related_services = BTreeSet::from(["order".to_owned()]);
-    second.request_id = Some(Uuid::new_v4());
-    ExecutionRecord {
-        id,
-        saga: "conformance".to_owned(),
-        fingerprint: Fingerprint::from_value(0x0123_4567_89ab_cdef),
-        status: SagaStatus::Paused,
-        context: to_raw_value(&serde_json::json!({ "amount": 42, "owner": "ada" }))
-            .expect("JSON encodes"),
-        steps: vec![first, second],
-        paused_step: Some("charge".to_owned()),
-        already_rollback: false,
-        user: Some("ada".to_owned()),
-        headers: [("hello".to_owned(), "world".to_owned())].into(),
-        settings: Default::default(),
-        deadline_ms: Some(1_700_000_000_000),
-        transaction: Default::default(),
-        version: 0,
-        created_at_ms: 1_700_000_000_000,
-        updated_at_ms: 1_700_000_000_001,
-        pending: vec![
-            BrokerMessage::new("ChargeCard", serde_json::json!({ "amount": 42 }))
+    // Built from its stored form: the step and settings fields are the engine's own, and a
+    // repository must keep whatever the engine writes, byte for byte.
+    record_from_json(json!({
+        "id": id,
+        "saga": "conformance",
+        "fingerprint": "0123456789abcdef",
+        "status": "paused",
+        "context": { "amount": 42, "owner": "ada" },
+        "steps": [
+            { "name": "reserve", "kind": "local", "status": "finished",
+              "already_rollback": false, "related_services": ["order"] },
+            { "name": "charge", "kind": "remote", "status": "paused-by-on-execute",
+              "already_rollback": false, "related_services": ["order"],
+              "request_id": Uuid::new_v4() },
+        ],
+        "paused_step": "charge",
+        "already_rollback": false,
+        "user": "ada",
+        "headers": { "hello": "world" },
+        "settings": { "autocommit": true },
+        "deadline_ms": 1_700_000_000_000_u64,
+        "transaction": "open",
+        "version": 0,
+        "created_at_ms": 1_700_000_000_000_u64,
+        "updated_at_ms": 1_700_000_000_001_u64,
+        "pending": [
+            BrokerMessage::new("ChargeCard", json!({ "amount": 42 }))
                 .with_reply_to("conformanceReply"),
         ],
-        owner: Some("instance-1".to_owned()),
-        lease_until_ms: Some(1_700_000_030_000),
-    }
+        "owner": "instance-1",
+        "lease_until_ms": 1_700_000_030_000_u64,
+    }))
+}
+
+fn record_from_json(value: serde_json::Value) -> ExecutionRecord {
+    ExecutionRecord::from_json(&value.to_string()).expect("the sample is a valid stored record")
 }
 
 /// A record at rest: finished, nothing pending, no owner.
 fn finished_record(id: Uuid, saga: &str) -> ExecutionRecord {
-    let mut record = sample_record(id);
-    record.saga = saga.to_owned();
-    record.status = SagaStatus::Finished;
-    record.steps[1].status = StepStatus::Finished;
-    record.paused_step = None;
-    record.deadline_ms = None;
-    record.pending.clear();
-    record.owner = None;
-    record.lease_until_ms = None;
-    record
+    let mut record = serde_json::to_value(sample_record(id)).expect("records encode");
+    record["saga"] = json!(saga);
+    record["status"] = json!("finished");
+    record["steps"][1]["status"] = json!("finished");
+    for field in ["paused_step", "deadline_ms", "owner", "lease_until_ms"] {
+        record[field] = serde_json::Value::Null;
+    }
+    record["pending"] = json!([]);
+    record_from_json(record)
 }
 
 async fn stores_and_loads_a_new_execution(repository: &dyn SagaExecutionRepository) {
@@ -100,10 +104,8 @@ async fn stores_and_loads_a_new_execution(repository: &dyn SagaExecutionReposito
         .await
         .expect("rule: a stored execution loads");
     assert_eq!(loaded.version, 1, "rule: load returns the stored version");
-    let expected = ExecutionRecord {
-        version: 1,
-        ..record.clone()
-    };
+    let mut expected = record.clone();
+    expected.version = 1;
     assert_eq!(
         loaded, expected,
         "rule: load returns exactly what was stored (every field, the context verbatim)"
@@ -297,7 +299,7 @@ async fn recovery_lists_the_executions_it_has_work_on(repository: &dyn SagaExecu
     let mut running = finished_record(Uuid::new_v4(), &saga);
     running.status = SagaStatus::Running;
     let mut committing = finished_record(Uuid::new_v4(), &saga);
-    committing.transaction = crate::execution::TransactionState::Committing;
+    committing.transaction = TransactionState::Committing;
     let mut unpublished = finished_record(Uuid::new_v4(), &saga);
     unpublished.pending = vec![BrokerMessage::new("Refund", serde_json::json!(1))];
     let waiting_with_deadline = sample_record(Uuid::new_v4());

@@ -4,7 +4,7 @@
 //! ```
 //! # tokio_test_block_on(async {
 //! use saga_runtime::broker::InProcessBroker;
-//! use saga_runtime::broker::conformance::{self, Expectations};
+//! use saga_testkit::conformance::broker::{self as conformance, Expectations};
 //!
 //! let broker = InProcessBroker::new();
 //! conformance::check(|| std::future::ready(broker.clone()), &Expectations::default()).await;
@@ -21,9 +21,9 @@ use std::time::Duration;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Broker, Delivery, Subscription};
-use crate::error::BrokerError;
-use crate::message::{BrokerMessage, SagaResponseStatus};
+use saga_runtime::broker::{Broker, Delivery, Subscription};
+use saga_runtime::error::BrokerError;
+use saga_runtime::message::{BrokerMessage, SagaResponseStatus};
 
 /// What the suite may expect of the broker beyond the contract every broker keeps.
 #[derive(Debug, Clone)]
