@@ -29,10 +29,10 @@ use async_trait::async_trait;
 use saga_runtime::error::RepositoryError;
 use saga_runtime::execution::{ExecutionEnv, ExecutionRecord, Outbox};
 use saga_runtime::prelude::*;
-use saga_testkit::conformance::repository::sample_record;
 use saga_runtime::repository::{
     BatchingRepository, Durability, SagaExecutionRepository, SqliteRepository,
 };
+use saga_testkit::conformance::repository::sample_record;
 use saga_testkit::{ForwardingRepository, RepositoryOverride, ScriptedParticipant};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use uuid::Uuid;

@@ -68,6 +68,7 @@ pub mod request_scope;
 pub mod service;
 mod shard;
 mod step_def;
+mod step_error;
 pub mod transactional;
 
 pub use broker::{Broker, InProcessBroker};

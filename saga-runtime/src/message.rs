@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::error::{MessageError, StepError};
+use crate::step_error::StepError;
 
 /// Message headers, ordered by name.
 pub type Headers = BTreeMap<String, String>;
@@ -343,4 +343,40 @@ pub(crate) fn join_services(services: &BTreeSet<String>) -> String {
         .map(String::as_str)
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// A message that cannot be read as a saga reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// A required header is absent.
+    #[error("message on `{topic}` lacks the `{header}` header")]
+    MissingHeader {
+        /// The message's topic.
+        topic: String,
+        /// The missing header.
+        header: &'static str,
+    },
+    /// A header holds a value of the wrong form.
+    #[error("message on `{topic}` has an invalid `{header}` header: {value:?}")]
+    InvalidHeader {
+        /// The message's topic.
+        topic: String,
+        /// The header.
+        header: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// A reply without a status, or with one outside 200/400/500.
+    #[error("message on `{topic}` has no valid reply status")]
+    MissingStatus {
+        /// The message's topic.
+        topic: String,
+    },
+    /// A reply that does not name the request it answers.
+    #[error("message on `{topic}` has no correlation id")]
+    MissingCorrelation {
+        /// The message's topic.
+        topic: String,
+    },
 }

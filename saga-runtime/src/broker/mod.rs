@@ -9,6 +9,7 @@
 //! [`nack`](Delivery::nack) (deliver it again later) or [`dead_letter`](Delivery::dead_letter)
 //! (it can never be handled: set it aside, with the reason, for a human).
 
+mod error;
 mod in_process;
 #[cfg(feature = "nats")]
 mod nats;
@@ -21,8 +22,8 @@ pub use nats::{
     DEAD_LETTER_REASON, DEAD_LETTER_TOPIC, DEFAULT_MAX_MESSAGE_BYTES, NatsBroker, NatsBrokerBuilder,
 };
 
-use crate::error::BrokerError;
 use crate::message::BrokerMessage;
+pub use error::BrokerError;
 
 /// Publish/subscribe transport for saga messages.
 #[async_trait]

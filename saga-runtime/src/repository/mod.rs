@@ -11,6 +11,7 @@
 mod batching;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod codec;
+mod error;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -31,8 +32,8 @@ pub(crate) use sqlite::MIGRATOR as SQLITE_MIGRATOR;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{Durability, SqliteRepository, SqliteRepositoryBuilder};
 
-use crate::error::RepositoryError;
 use crate::execution::{ExecutionRecord, SagaStatus};
+pub use error::RepositoryError;
 
 /// Stores, loads, lists and deletes saga executions.
 ///
