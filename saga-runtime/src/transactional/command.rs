@@ -316,9 +316,9 @@ mod tests {
             harness.only_reply().status,
             Some(SagaResponseStatus::Success)
         );
+        assert!(harness.store.staged(transaction).await.unwrap().is_empty());
         let rejected = rejected.lock().unwrap();
         assert_eq!(rejected.len(), 1);
         assert_eq!(rejected[0].effects[0].key, "seat-1");
-        assert!(harness.store.staged(transaction).await.unwrap().is_empty());
     }
 }

@@ -33,7 +33,8 @@
 //! A handler that fails with [`CommandError::Business`] is answered ERROR (400), with
 //! [`CommandError::System`] or a panic SYSTEM_ERROR (500); a failed command stages nothing. A
 //! reply carries the request's `saga` header and its `related_services` with this service added
-//! (and the services of any saga the handler ran, see [`RequestHeaders`]).
+//! (and the services of any saga the handler ran, see
+//! [`RequestHeaders`](crate::request_scope::RequestHeaders)).
 //!
 //! Commands are deduplicated by message id. A successful command's answer (its reply content, and
 //! the related services its handler's sagas reported) is recorded with its staged effects, in one
