@@ -326,6 +326,21 @@ impl BrokerMessage {
     }
 }
 
+/// The `transactions` header of `message` as ids, outermost first; `None` when absent, empty or
+/// malformed (one id that does not parse spoils the whole header: running a command in the wrong
+/// transaction would be worse than refusing it).
+pub fn parse_transactions(message: &BrokerMessage) -> Option<Vec<Uuid>> {
+    let value = message.headers.get(header::TRANSACTIONS)?;
+    let ids = value
+        .split(',')
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(Uuid::parse_str)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    (!ids.is_empty()).then_some(ids)
+}
+
 /// Splits a comma-separated header value, dropping empty entries.
 pub(crate) fn split_services(value: &str) -> BTreeSet<String> {
     value
@@ -379,4 +394,46 @@ pub enum MessageError {
         /// The message's topic.
         topic: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_transactions(value: &str) -> BrokerMessage {
+        BrokerMessage::new("Topic", Value::Null).with_header(header::TRANSACTIONS, value)
+    }
+
+    #[test]
+    fn transactions_are_read_outermost_first() {
+        let (outer, inner) = (Uuid::new_v4(), Uuid::new_v4());
+        let message = with_transactions(&format!("{outer},{inner}"));
+        assert_eq!(parse_transactions(&message), Some(vec![outer, inner]));
+    }
+
+    #[test]
+    fn transactions_tolerate_spaces_and_empty_entries() {
+        let id = Uuid::new_v4();
+        let message = with_transactions(&format!(" , {id} ,,"));
+        assert_eq!(parse_transactions(&message), Some(vec![id]));
+    }
+
+    #[test]
+    fn no_transactions_header_is_none() {
+        assert_eq!(
+            parse_transactions(&BrokerMessage::new("Topic", Value::Null)),
+            None
+        );
+    }
+
+    #[test]
+    fn an_empty_transactions_header_is_none() {
+        assert_eq!(parse_transactions(&with_transactions(" , ")), None);
+    }
+
+    #[test]
+    fn one_malformed_id_spoils_the_transactions_header() {
+        let message = with_transactions(&format!("{},not-a-uuid", Uuid::new_v4()));
+        assert_eq!(parse_transactions(&message), None);
+    }
 }

@@ -1496,7 +1496,7 @@ async fn handle_delivery(inner: &Arc<Inner>, delivery: Delivery) {
 async fn reject_late_work(inner: &Inner, reply: &BrokerMessage) -> Result<(), BrokerError> {
     let (Some(service), Some(transactions)) = (
         reply.headers.get(header::SERVICE),
-        crate::transactional::parse_transactions(reply),
+        crate::message::parse_transactions(reply),
     ) else {
         return Ok(());
     };

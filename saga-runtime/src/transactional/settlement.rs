@@ -1,0 +1,267 @@
+//! Settling a transaction: its staged effects handed to the `on_commit` or `on_reject` callbacks,
+//! then removed with the outcome remembered; one settlement of a transaction at a time in this
+//! process.
+
+use uuid::Uuid;
+
+use super::participant::Inner;
+use super::stats::bump;
+use super::store::{Outcome, ParticipantStoreError};
+use crate::locks::ExecutionGuard;
+
+/// Why a transaction was not settled: its effects stay staged, and the settlement can be tried
+/// again (a redelivered commit or reject, the next sweep).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SettleError {
+    /// The store failed: reading the staged effects or the outcome, or removing the effects.
+    #[error(transparent)]
+    Store(#[from] ParticipantStoreError),
+    /// A callback panicked, with this message.
+    #[error("the {} callback panicked: {message}", callbacks_of(*.outcome))]
+    CallbackPanicked {
+        /// The outcome whose callbacks were called.
+        outcome: Outcome,
+        /// What the panic said.
+        message: String,
+    },
+}
+
+/// The name of the callbacks an outcome calls, as the protocol names its phase.
+fn callbacks_of(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Committed => "Commit",
+        Outcome::Rejected => "Reject",
+    }
+}
+
+impl Inner {
+    /// Waits until no one else in this process reserves, settles or sweeps `transaction`; the
+    /// settlement steps below expect their caller to hold this.
+    pub(super) async fn lock_settlement(&self, transaction: Uuid) -> ExecutionGuard {
+        self.settling.lock(transaction).await
+    }
+
+    /// Commits or rejects `transaction`: runs the callbacks of `outcome` on its staged effects,
+    /// then removes them, remembering the outcome. The caller holds the transaction's lock.
+    pub(super) async fn settle(
+        &self,
+        outcome: Outcome,
+        transaction: Uuid,
+    ) -> Result<(), SettleError> {
+        let effects = self.store.staged(transaction).await.inspect_err(|error| {
+            tracing::error!(%transaction, %error, "could not read the staged effects");
+        })?;
+        if !effects.is_empty() {
+            if let Err(message) = self.callbacks.call(outcome, transaction, &effects).await {
+                let error = SettleError::CallbackPanicked { outcome, message };
+                tracing::error!(%transaction, "{error}; the effects stay staged");
+                return Err(error);
+            }
+        }
+        self.store
+            .settle(transaction, outcome)
+            .await
+            .inspect_err(|error| {
+                tracing::error!(%transaction, %error, "could not remove the settled effects");
+            })?;
+        if !effects.is_empty() {
+            bump(match outcome {
+                Outcome::Committed => &self.counters.committed,
+                Outcome::Rejected => &self.counters.rejected,
+            });
+        }
+        tracing::info!(
+            service = %self.service,
+            %transaction,
+            ?outcome,
+            effects = effects.len(),
+            "transaction settled"
+        );
+        Ok(())
+    }
+
+    /// Settles the effects a command staged in `transaction` after the transaction settled (a
+    /// compensation command that raced the reject, or any command handled late): those of a
+    /// rejected transaction go to the `on_reject` callbacks, as they would have with the reject;
+    /// those of a committed one are dropped without a callback (only a command answered already,
+    /// whose answer was forgotten, can come after the commit: its effects were applied then).
+    /// Nothing happens while the transaction is still open.
+    pub(super) async fn settle_late(
+        &self,
+        topic: &str,
+        transaction: Uuid,
+    ) -> Result<(), SettleError> {
+        let Some(outcome) = self.store.outcome(transaction).await? else {
+            return Ok(());
+        };
+        let _settling = self.lock_settlement(transaction).await;
+        match outcome {
+            Outcome::Rejected => {
+                tracing::warn!(%topic, %transaction, "a command came after its transaction was rejected: rejecting its effects");
+                self.settle(Outcome::Rejected, transaction).await?;
+            }
+            Outcome::Committed => {
+                let dropped = self.store.settle(transaction, Outcome::Committed).await?;
+                if !dropped.is_empty() {
+                    tracing::error!(%topic, %transaction, effects = dropped.len(), "a command came after its transaction was committed: its effects are dropped");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::transactional::callbacks::{Callbacks, Settled};
+    use crate::transactional::store::ParticipantStore;
+    use crate::transactional::test_support::{Harness, UnreachableStore};
+
+    type Calls = Arc<Mutex<Vec<(Outcome, Settled)>>>;
+
+    /// A harness whose callbacks record what they are called with.
+    fn recording() -> (Harness, Calls) {
+        let calls = Calls::default();
+        let mut callbacks = Callbacks::default();
+        for outcome in [Outcome::Committed, Outcome::Rejected] {
+            let calls = Arc::clone(&calls);
+            callbacks.add(outcome, None, move |settled| {
+                calls.lock().unwrap().push((outcome, settled));
+                async {}
+            });
+        }
+        (Harness::with_callbacks(callbacks), calls)
+    }
+
+    #[tokio::test]
+    async fn a_commit_hands_the_effects_to_on_commit_then_removes_them() {
+        let (harness, calls) = recording();
+        let transaction = Uuid::new_v4();
+        let effect = harness.stage(transaction, "seat-1").await;
+        harness
+            .inner
+            .settle(Outcome::Committed, transaction)
+            .await
+            .unwrap();
+        let calls = calls.lock().unwrap().clone();
+        let expected = Settled {
+            transaction,
+            effects: vec![effect],
+        };
+        assert_eq!(calls, [(Outcome::Committed, expected)]);
+        assert!(harness.store.staged(transaction).await.unwrap().is_empty());
+        let outcome = harness.store.outcome(transaction).await.unwrap();
+        assert_eq!(outcome, Some(Outcome::Committed));
+        assert_eq!(harness.inner.counters.snapshot().committed, 1);
+    }
+
+    #[tokio::test]
+    async fn settling_what_staged_nothing_calls_nobody_but_remembers_the_outcome() {
+        let (harness, calls) = recording();
+        let transaction = Uuid::new_v4();
+        harness
+            .inner
+            .settle(Outcome::Rejected, transaction)
+            .await
+            .unwrap();
+        assert!(calls.lock().unwrap().is_empty());
+        let outcome = harness.store.outcome(transaction).await.unwrap();
+        assert_eq!(outcome, Some(Outcome::Rejected));
+        assert_eq!(harness.inner.counters.snapshot().rejected, 0);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_callback_leaves_the_effects_staged_and_the_transaction_open() {
+        let mut callbacks = Callbacks::default();
+        callbacks.add(Outcome::Committed, None, |_| async {
+            panic!("ledger down")
+        });
+        let harness = Harness::with_callbacks(callbacks);
+        let transaction = Uuid::new_v4();
+        harness.stage(transaction, "seat-1").await;
+        let error = harness
+            .inner
+            .settle(Outcome::Committed, transaction)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, SettleError::CallbackPanicked { .. }));
+        assert_eq!(
+            error.to_string(),
+            "the Commit callback panicked: ledger down"
+        );
+        assert_eq!(harness.store.staged(transaction).await.unwrap().len(), 1);
+        assert_eq!(harness.store.outcome(transaction).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_is_a_store_error() {
+        let harness = Harness::with_store(Arc::new(UnreachableStore));
+        let error = harness
+            .inner
+            .settle(Outcome::Rejected, Uuid::new_v4())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, SettleError::Store(_)), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn late_effects_of_an_open_transaction_stay_staged() {
+        let (harness, calls) = recording();
+        let transaction = Uuid::new_v4();
+        harness.stage(transaction, "seat-1").await;
+        harness
+            .inner
+            .settle_late("Book", transaction)
+            .await
+            .unwrap();
+        assert!(calls.lock().unwrap().is_empty());
+        assert_eq!(harness.store.staged(transaction).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn late_effects_of_a_rejected_transaction_go_to_on_reject() {
+        let (harness, calls) = recording();
+        let transaction = Uuid::new_v4();
+        harness
+            .inner
+            .settle(Outcome::Rejected, transaction)
+            .await
+            .unwrap();
+        let effect = harness.stage(transaction, "seat-1").await;
+        harness
+            .inner
+            .settle_late("Book", transaction)
+            .await
+            .unwrap();
+        let calls = calls.lock().unwrap().clone();
+        let expected = Settled {
+            transaction,
+            effects: vec![effect],
+        };
+        assert_eq!(calls, [(Outcome::Rejected, expected)]);
+        assert!(harness.store.staged(transaction).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn late_effects_of_a_committed_transaction_are_dropped_without_a_callback() {
+        let (harness, calls) = recording();
+        let transaction = Uuid::new_v4();
+        harness
+            .inner
+            .settle(Outcome::Committed, transaction)
+            .await
+            .unwrap();
+        harness.stage(transaction, "seat-1").await;
+        harness
+            .inner
+            .settle_late("Book", transaction)
+            .await
+            .unwrap();
+        assert!(calls.lock().unwrap().is_empty());
+        assert!(harness.store.staged(transaction).await.unwrap().is_empty());
+        assert_eq!(harness.inner.counters.snapshot().committed, 0);
+    }
+}
