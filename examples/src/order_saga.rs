@@ -26,6 +26,7 @@ use saga_runtime::broker::Broker;
 use saga_runtime::prelude::*;
 use saga_runtime::repository::SqliteRepository;
 use saga_runtime::transactional::SqliteParticipantStore;
+use saga_runtime::wiring::*;
 
 use crate::order::CreateOrder;
 

@@ -7,6 +7,7 @@ use saga_runtime::prelude::*;
 use saga_runtime::transactional::{
     CommandContext, CommandError, InMemoryParticipantStore, TransactionalParticipant,
 };
+use saga_runtime::wiring::*;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Order {

@@ -26,11 +26,11 @@ mod stock;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitCode, Stdio};
 
-use saga_runtime::SagaService;
 use saga_runtime::broker::NatsBroker;
-use saga_runtime::prelude::*;
 use saga_runtime::repository::PostgresRepository;
+use saga_runtime::service::SagaService;
 use saga_runtime::transactional::PostgresParticipantStore;
+use saga_runtime::wiring::*;
 use tokio::io::AsyncReadExt;
 
 /// What a participant prints once it listens; the launcher waits for it.

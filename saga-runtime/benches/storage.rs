@@ -32,6 +32,7 @@ use saga_runtime::prelude::*;
 use saga_runtime::repository::{
     BatchingRepository, Durability, SagaExecutionRepository, SqliteRepository,
 };
+use saga_runtime::wiring::*;
 use saga_testkit::conformance::repository::sample_record;
 use saga_testkit::{ForwardingRepository, RepositoryOverride, ScriptedParticipant};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};

@@ -71,17 +71,13 @@ mod step_def;
 mod step_error;
 pub mod transactional;
 
-pub use broker::{Broker, InProcessBroker};
-pub use committer::TransactionCommitter;
+// What a saga author names, at the root as well as in the prelude (generated code and hand-written
+// expansions refer to these paths).
 pub use context::{Context, SagaContext};
-pub use definition::{IntoDefinition, Saga, SagaDefinition};
-pub use error::{DefinitionError, ExecutionError, StepError};
-pub use execution::{SagaExecution, SagaStatus, StepStatus};
-pub use manager::{RunOptions, RunOutcome, SagaError, SagaManager};
+pub use definition::{DefinitionError, IntoDefinition, Saga, SagaDefinition};
 pub use message::{SagaRequest, SagaResponse, SagaResponseStatus};
-pub use registry::{Registry, SagaType};
-pub use repository::{InMemoryRepository, SagaExecutionRepository};
-pub use service::{SagaService, ServiceError};
+pub use registry::SagaType;
+pub use step_error::StepError;
 
 /// Turns an `async fn(&mut Context) -> Result<(), StepError>` into a local saga step.
 ///
@@ -173,16 +169,40 @@ pub mod __private {
     pub use crate::transactional::{CommandRegistration, TransactionalParticipantBuilder};
 }
 
-/// The names a saga author needs, in one import.
+/// What a saga author writes: the macros, the context traits, the builder, steps' requests and
+/// responses and their errors, and what a `#[transactional_command]` handler takes and returns.
+/// Wiring a service together (brokers, repositories, the manager) is [`wiring`].
 pub mod prelude {
     #[cfg(feature = "macros")]
     pub use crate::{local_step, remote_step, saga, transactional_command};
     pub use serde::{Deserialize, Serialize};
 
+    pub use crate::transactional::{CommandContext, CommandError, Settled};
     pub use crate::{
-        Broker, Context, DefinitionError, ExecutionError, InMemoryRepository, InProcessBroker,
-        Registry, RunOptions, RunOutcome, Saga, SagaContext, SagaDefinition, SagaError,
-        SagaExecution, SagaExecutionRepository, SagaManager, SagaRequest, SagaResponse,
-        SagaResponseStatus, SagaService, SagaStatus, SagaType, StepError, StepStatus,
+        Context, DefinitionError, IntoDefinition, Saga, SagaContext, SagaDefinition, SagaRequest,
+        SagaResponse, SagaResponseStatus, SagaType, StepError,
     };
+}
+
+/// What a service's start-up code wires together: a broker, a repository, the registry, the
+/// manager or the whole service, the participants and their stores, and what runs return.
+pub mod wiring {
+    #[cfg(feature = "nats")]
+    pub use crate::broker::NatsBroker;
+    pub use crate::broker::{Broker, InProcessBroker};
+    pub use crate::error::ExecutionError;
+    pub use crate::execution::{SagaExecution, SagaStatus, StepStatus};
+    pub use crate::manager::{RunOptions, RunOutcome, SagaError, SagaManager};
+    pub use crate::registry::Registry;
+    #[cfg(feature = "postgres")]
+    pub use crate::repository::PostgresRepository;
+    #[cfg(feature = "sqlite")]
+    pub use crate::repository::SqliteRepository;
+    pub use crate::repository::{BatchingRepository, InMemoryRepository, SagaExecutionRepository};
+    pub use crate::service::{SagaService, ServiceError};
+    #[cfg(feature = "postgres")]
+    pub use crate::transactional::PostgresParticipantStore;
+    #[cfg(feature = "sqlite")]
+    pub use crate::transactional::SqliteParticipantStore;
+    pub use crate::transactional::{InMemoryParticipantStore, TransactionalParticipant};
 }

@@ -11,8 +11,7 @@
 //!
 //! ```
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! use saga_runtime::prelude::*;
-//! use saga_runtime::SagaService;
+//! use saga_runtime::wiring::*;
 //!
 //! let service = SagaService::builder("order")       // replies arrive on `orderReply`
 //!     .repository(InMemoryRepository::new())        // `SqliteRepository`, `PostgresRepository`

@@ -46,6 +46,7 @@ use saga_runtime::transactional::{
     CommandAnswer, CommandContext, CommandError, ParticipantStore, ParticipantStoreError,
     PostgresParticipantStore, StagedEffect, Staging,
 };
+use saga_runtime::wiring::*;
 use saga_tests::{TestDatabase, TestNats};
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;

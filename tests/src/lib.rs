@@ -19,6 +19,7 @@ use std::time::Duration;
 use saga_runtime::broker::Broker;
 use saga_runtime::message::{BrokerMessage, Headers};
 use saga_runtime::prelude::*;
+use saga_runtime::wiring::*;
 use saga_testkit::{ScriptedParticipant, ScriptedParticipantBuilder};
 use serde_json::Value;
 use uuid::Uuid;

@@ -13,14 +13,15 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use saga_runtime::SagaService;
 use saga_runtime::broker::{Broker, NatsBrokerBuilder};
 use saga_runtime::execution::TransactionState;
 use saga_runtime::prelude::*;
+use saga_runtime::service::SagaService;
 use saga_runtime::service::SagaServiceBuilder;
 use saga_runtime::transactional::{
     CommandContext, CommandError, ParticipantStore, Settled, TransactionalParticipantBuilder,
 };
+use saga_runtime::wiring::*;
 use serde_json::json;
 
 use crate::wait_until;

@@ -14,6 +14,7 @@ use saga_runtime::execution::StepExecution;
 use saga_runtime::manager::ReplyOutcome;
 use saga_runtime::message::{BrokerMessage, header};
 use saga_runtime::prelude::*;
+use saga_runtime::wiring::*;
 use saga_tests::{Harness, assert_same_definition, reply_to};
 use serde_json::json;
 

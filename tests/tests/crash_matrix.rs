@@ -30,8 +30,8 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use saga_runtime::execution::{ExecutionRecord, TransactionState};
-use saga_runtime::prelude::*;
 use saga_runtime::repository::SqliteRepository;
+use saga_runtime::wiring::*;
 use saga_testkit::faults::POINTS;
 use saga_tests::TestDatabase;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};

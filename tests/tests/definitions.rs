@@ -7,6 +7,7 @@ use std::sync::Arc;
 use saga_runtime::definition::Fingerprint;
 use saga_runtime::message::BrokerMessage;
 use saga_runtime::prelude::*;
+use saga_runtime::wiring::*;
 use saga_tests::Harness;
 use serde_json::json;
 

@@ -12,6 +12,7 @@ use saga_runtime::execution::{ExecutionRecord, ReplyRejection, StepExecution};
 use saga_runtime::manager::{ReplyOutcome, ReplyStats};
 use saga_runtime::message::BrokerMessage;
 use saga_runtime::prelude::*;
+use saga_runtime::wiring::*;
 use saga_tests::faulty::{Faulty, Outage};
 use saga_tests::{Harness, eventually, reply_to};
 use serde_json::json;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use saga_runtime::broker::{Broker, MAX_DEAD_LETTERS, REDELIVERY_DELAY, Subscription};
 use saga_runtime::message::BrokerMessage;
 use saga_runtime::prelude::*;
+use saga_runtime::wiring::*;
 use saga_tests::Harness;
 use serde_json::{Value, json};
 use uuid::Uuid;

@@ -10,6 +10,7 @@ use saga_runtime::committer::Phase;
 use saga_runtime::execution::{ExecutionEnv, Outbox, Progress};
 use saga_runtime::message::header;
 use saga_runtime::prelude::*;
+use saga_runtime::wiring::*;
 use saga_testkit::ParticipantEvent;
 use saga_tests::{Harness, SERVICE, reply_to};
 use serde_json::json;

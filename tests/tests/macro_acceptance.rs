@@ -14,6 +14,7 @@ use std::sync::Arc;
 use saga_runtime::error::LoadError;
 use saga_runtime::manager::ReplyOutcome;
 use saga_runtime::prelude::*;
+use saga_runtime::wiring::*;
 use saga_tests::{Harness, SERVICE, reply_to};
 use serde_json::json;
 

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use saga_runtime::prelude::*;
 use saga_runtime::registry::RegistryError;
+use saga_runtime::wiring::*;
 
 /// The sagas' state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use saga_runtime::definition::Branch;
 use saga_runtime::prelude::*;
+use saga_runtime::wiring::*;
 use saga_tests::Harness;
 use serde_json::json;
 

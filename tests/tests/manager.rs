@@ -12,6 +12,7 @@ use saga_runtime::manager::ReplyOutcome;
 use saga_runtime::message::{BrokerMessage, Headers, header};
 use saga_runtime::prelude::*;
 use saga_runtime::request_scope::RequestHeaders;
+use saga_runtime::wiring::*;
 use saga_testkit::{ParticipantEvent, ScriptedParticipant};
 use saga_tests::{Harness, eventually, reply_to};
 use serde_json::json;

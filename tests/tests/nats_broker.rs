@@ -9,6 +9,7 @@ use saga_runtime::broker::{Broker, DEAD_LETTER_REASON, DeadLetter, NatsBroker, S
 use saga_runtime::committer::Phase;
 use saga_runtime::message::BrokerMessage;
 use saga_runtime::prelude::*;
+use saga_runtime::wiring::*;
 use saga_testkit::conformance::broker::{self as conformance, Expectations};
 use saga_testkit::{ParticipantEvent, ScriptedParticipant};
 use saga_tests::TestNats;

@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use saga_runtime::SagaService;
-use saga_runtime::prelude::*;
+use saga_runtime::service::SagaService;
 use saga_runtime::service::{SERVICE_NAME_VARIABLE, ServiceError};
 use saga_runtime::transactional::CommandRegistration;
+use saga_runtime::wiring::*;
 use saga_tests::shop::{self, Order, Shop, order_saga};
 
 /// The payment service's handlers, as `#[transactional_command]` declares them.

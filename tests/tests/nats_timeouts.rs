@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use saga_runtime::prelude::*;
 use saga_runtime::transactional::{CommandContext, CommandError, InMemoryParticipantStore};
+use saga_runtime::wiring::*;
 use saga_tests::jobs::{self, Job};
 use saga_tests::{TestDatabase, TestNats, wait_until};
 use serde_json::{Value, json};

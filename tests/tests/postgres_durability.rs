@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use saga_runtime::broker::Broker;
 use saga_runtime::prelude::*;
+use saga_runtime::wiring::*;
 use saga_testkit::ScriptedParticipant;
 use saga_tests::TestDatabase;
 use saga_tests::faulty::DyingRepository;

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use saga_runtime::prelude::*;
+use saga_runtime::wiring::*;
 use saga_tests::TestDatabase;
 use saga_tests::jobs::{count, job, local_saga};
 

@@ -11,6 +11,7 @@ use saga_runtime::execution::ExecutionRecord;
 use saga_runtime::manager::ReplyOutcome;
 use saga_runtime::prelude::*;
 use saga_runtime::repository::{PostgresRepository, SagaExecutionRepository};
+use saga_runtime::wiring::*;
 use saga_testkit::conformance::repository::{self as conformance, sample_record};
 use saga_tests::{TestDatabase, reply_to};
 use serde_json::json;

@@ -20,6 +20,7 @@ use saga_runtime::manager::{RecoveryReport, ReplyOutcome};
 use saga_runtime::message::BrokerMessage;
 use saga_runtime::prelude::*;
 use saga_runtime::repository::SqliteRepository;
+use saga_runtime::wiring::*;
 use saga_testkit::ParticipantEvent;
 use saga_tests::faulty::{DyingRepository, Outage};
 use saga_tests::jobs::{Job, count, effect, effects, job, local_saga, remote_saga, ticket};

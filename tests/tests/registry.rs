@@ -9,6 +9,7 @@ use saga_runtime::error::LoadError;
 use saga_runtime::manager::ReplyOutcome;
 use saga_runtime::prelude::*;
 use saga_runtime::registry::RegistryError;
+use saga_runtime::wiring::*;
 use saga_tests::{Harness, reply_to};
 use serde_json::json;
 

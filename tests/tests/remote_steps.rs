@@ -15,6 +15,7 @@ use saga_runtime::execution::{ExecutionEnv, Outbox, ReplyRejection, StepExecutio
 use saga_runtime::manager::ReplyOutcome;
 use saga_runtime::message::BrokerMessage;
 use saga_runtime::prelude::*;
+use saga_runtime::wiring::*;
 use saga_testkit::ScriptedParticipant;
 use saga_tests::{
     Harness, SERVICE, Sent, assert_same_definition, command, load, reply_to, summaries,

@@ -9,6 +9,7 @@ use saga_runtime::execution::{ExecutionRecord, ReplyRejection};
 use saga_runtime::manager::{ReplyOutcome, ReplyStats};
 use saga_runtime::message::{BrokerMessage, header};
 use saga_runtime::prelude::*;
+use saga_runtime::wiring::*;
 use saga_tests::{Harness, eventually, reply_to};
 use serde_json::json;
 use uuid::Uuid;

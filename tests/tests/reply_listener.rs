@@ -21,6 +21,7 @@ use saga_runtime::execution::ExecutionRecord;
 use saga_runtime::manager::ReplyStats;
 use saga_runtime::message::{BrokerMessage, header};
 use saga_runtime::prelude::*;
+use saga_runtime::wiring::*;
 use saga_tests::{TestNats, eventually, wait_until};
 use serde_json::json;
 use tokio::sync::{Notify, Semaphore};

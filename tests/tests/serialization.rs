@@ -11,6 +11,7 @@ use saga_runtime::error::LoadError;
 use saga_runtime::execution::{ExecutionEnv, ExecutionRecord, Outbox, Progress, ReplyRejection};
 use saga_runtime::message::{BrokerMessage, Headers, header};
 use saga_runtime::prelude::*;
+use saga_runtime::wiring::*;
 use saga_tests::{SERVICE, reply_to};
 use serde_json::{Value, json};
 

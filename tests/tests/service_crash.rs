@@ -31,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 use saga_runtime::execution::TransactionState;
 use saga_runtime::prelude::*;
 use saga_runtime::transactional::{ParticipantStore, PostgresParticipantStore};
+use saga_runtime::wiring::*;
 use saga_tests::{TestDatabase, TestNats};
 use uuid::Uuid;
 

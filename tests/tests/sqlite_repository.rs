@@ -9,6 +9,7 @@ use saga_runtime::error::RepositoryError;
 use saga_runtime::manager::ReplyOutcome;
 use saga_runtime::prelude::*;
 use saga_runtime::repository::{Durability, SagaExecutionRepository, SqliteRepository};
+use saga_runtime::wiring::*;
 use saga_testkit::conformance::repository::{self as conformance, sample_record};
 use saga_tests::reply_to;
 use serde_json::json;

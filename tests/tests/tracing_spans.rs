@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use saga_runtime::prelude::*;
+use saga_runtime::wiring::*;
 use saga_tests::Harness;
 use serde_json::json;
 

@@ -8,6 +8,7 @@ use saga_runtime::prelude::*;
 use saga_runtime::transactional::{
     CommandContext, CommandError, InMemoryParticipantStore, Settled, TransactionalParticipant,
 };
+use saga_runtime::wiring::*;
 use saga_tests::{Harness, eventually};
 use serde_json::json;
 

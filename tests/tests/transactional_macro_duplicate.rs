@@ -7,6 +7,7 @@ use saga_runtime::transactional::{
     CommandContext, CommandError, DuplicateTopic, InMemoryParticipantStore,
     TransactionalParticipant,
 };
+use saga_runtime::wiring::*;
 
 #[transactional_command(topic = "ShipParcel")]
 async fn ship(_context: CommandContext, _request: String) -> Result<(), CommandError> {

@@ -26,6 +26,7 @@ use saga_runtime::transactional::{
     SqliteParticipantStore, StagedEffect, Staging, TransactionalParticipant,
     TransactionalParticipantBuilder,
 };
+use saga_runtime::wiring::*;
 use saga_tests::{Harness, TestDatabase, eventually, wait_until};
 use serde_json::{Value, json};
 use tokio::sync::Barrier;

@@ -15,6 +15,7 @@ use saga_runtime::execution::{ExecutionEnv, Outbox, StepExecution, TransactionSt
 use saga_runtime::manager::ReplyOutcome;
 use saga_runtime::message::BrokerMessage;
 use saga_runtime::prelude::*;
+use saga_runtime::wiring::*;
 use saga_testkit::{ParticipantEvent, ScriptedParticipant};
 use saga_tests::{
     Harness, Sent, assert_same_definition, command, load, reply_to, summaries, summary,

@@ -3,6 +3,7 @@
 //! fails; close with a two-phase commit across every service that took part.
 
 use saga_runtime::prelude::*;
+use saga_runtime::wiring::*;
 use uuid::Uuid;
 
 use crate::messages::{Charge, Reserve};

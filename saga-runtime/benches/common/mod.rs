@@ -7,6 +7,7 @@ use saga_runtime::broker::Broker;
 use saga_runtime::execution::{ExecutionEnv, Outbox};
 use saga_runtime::message::BrokerMessage;
 use saga_runtime::prelude::*;
+use saga_runtime::wiring::*;
 use saga_testkit::ScriptedParticipant;
 use serde_json::json;
 

@@ -40,6 +40,7 @@ use std::time::Duration;
 use saga_runtime::broker::Broker;
 use saga_runtime::prelude::*;
 use saga_runtime::repository::{PostgresRepository, SqliteRepository};
+use saga_runtime::wiring::*;
 use saga_testkit::ScriptedParticipant;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};

@@ -1,5 +1,6 @@
 // SagaNotCommitted: executions are made from a `SagaDefinition`, which only `commit()` returns.
 use saga_runtime::prelude::*;
+use saga_runtime::wiring::*;
 
 async fn step(_: &mut SagaContext) -> Result<(), StepError> {
     Ok(())

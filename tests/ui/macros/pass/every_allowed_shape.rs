@@ -3,6 +3,7 @@
 // an `else_then`, a condition with parameters, a saga of conditional steps only with
 // `context = ...`.
 use saga_runtime::prelude::*;
+use saga_runtime::wiring::*;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Order {
