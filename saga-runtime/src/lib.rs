@@ -68,6 +68,8 @@ pub mod repository;
 pub mod request_scope;
 pub mod service;
 mod shard;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
 mod step_def;
 pub mod transactional;
 

@@ -97,7 +97,7 @@ pub use store::{
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresParticipantStore, PostgresParticipantStoreBuilder};
 #[cfg(feature = "sqlite")]
-pub use sqlite::SqliteParticipantStore;
+pub use sqlite::{SqliteParticipantStore, SqliteParticipantStoreBuilder};
 
 use crate::broker::{Broker, Delivery, Subscription};
 use crate::committer::Phase;
