@@ -304,75 +304,75 @@ async fn stored_version<B: Backend>(
 /// [`Executions`] in field `$executions`.
 macro_rules! forward_repository {
     ($repository:ty, $executions:ident) => {
-        #[async_trait::async_trait]
-        impl $crate::repository::SagaExecutionRepository for $repository {
-            async fn store(
-                &self,
-                record: &$crate::execution::ExecutionRecord,
-            ) -> Result<u64, $crate::error::RepositoryError> {
-                self.$executions.store(record).await
-            }
+        const _: () = {
+            use uuid::Uuid;
 
-            /// All records in one transaction: one commit for the batch. A record that conflicts
-            /// is left out; the others are committed. If the transaction fails, nothing of the
-            /// batch is stored and every record fails with `RepositoryError::Storage`.
-            async fn store_batch(
-                &self,
-                records: &[&$crate::execution::ExecutionRecord],
-            ) -> Vec<Result<u64, $crate::error::RepositoryError>> {
-                self.$executions.store_batch(records).await
-            }
+            use $crate::error::RepositoryError;
+            use $crate::execution::{ExecutionRecord, SagaStatus};
+            use $crate::repository::SagaExecutionRepository;
 
-            async fn load(
-                &self,
-                id: uuid::Uuid,
-            ) -> Result<$crate::execution::ExecutionRecord, $crate::error::RepositoryError> {
-                self.$executions.load(id).await
-            }
+            #[async_trait::async_trait]
+            impl SagaExecutionRepository for $repository {
+                async fn store(&self, record: &ExecutionRecord) -> Result<u64, RepositoryError> {
+                    self.$executions.store(record).await
+                }
 
-            async fn delete(&self, id: uuid::Uuid) -> Result<(), $crate::error::RepositoryError> {
-                self.$executions.delete(id).await
-            }
+                /// All records in one transaction: one commit for the batch. A record that
+                /// conflicts is left out; the others are committed. If the transaction fails,
+                /// nothing of the batch is stored and every record fails with
+                /// [`RepositoryError::Storage`].
+                async fn store_batch(
+                    &self,
+                    records: &[&ExecutionRecord],
+                ) -> Vec<Result<u64, RepositoryError>> {
+                    self.$executions.store_batch(records).await
+                }
 
-            async fn mark_published(
-                &self,
-                id: uuid::Uuid,
-                version: u64,
-            ) -> Result<bool, $crate::error::RepositoryError> {
-                self.$executions.mark_published(id, version).await
-            }
+                async fn load(&self, id: Uuid) -> Result<ExecutionRecord, RepositoryError> {
+                    self.$executions.load(id).await
+                }
 
-            async fn list_recoverable(
-                &self,
-                after: Option<uuid::Uuid>,
-                limit: usize,
-            ) -> Result<Vec<uuid::Uuid>, $crate::error::RepositoryError> {
-                self.$executions.list_recoverable(after, limit).await
-            }
+                async fn delete(&self, id: Uuid) -> Result<(), RepositoryError> {
+                    self.$executions.delete(id).await
+                }
 
-            async fn list_by_status(
-                &self,
-                status: $crate::execution::SagaStatus,
-            ) -> Result<Vec<uuid::Uuid>, $crate::error::RepositoryError> {
-                self.$executions.list_by_status(status).await
-            }
+                async fn mark_published(
+                    &self,
+                    id: Uuid,
+                    version: u64,
+                ) -> Result<bool, RepositoryError> {
+                    self.$executions.mark_published(id, version).await
+                }
 
-            async fn list_by_saga(
-                &self,
-                saga: &str,
-            ) -> Result<Vec<uuid::Uuid>, $crate::error::RepositoryError> {
-                self.$executions.list_by_saga(saga).await
-            }
+                async fn list_recoverable(
+                    &self,
+                    after: Option<Uuid>,
+                    limit: usize,
+                ) -> Result<Vec<Uuid>, RepositoryError> {
+                    self.$executions.list_recoverable(after, limit).await
+                }
 
-            async fn delete_finished_before(
-                &self,
-                updated_before_ms: u64,
-            ) -> Result<u64, $crate::error::RepositoryError> {
-                self.$executions
-                    .delete_finished_before(updated_before_ms)
-                    .await
+                async fn list_by_status(
+                    &self,
+                    status: SagaStatus,
+                ) -> Result<Vec<Uuid>, RepositoryError> {
+                    self.$executions.list_by_status(status).await
+                }
+
+                async fn list_by_saga(&self, saga: &str) -> Result<Vec<Uuid>, RepositoryError> {
+                    self.$executions.list_by_saga(saga).await
+                }
+
+                async fn delete_finished_before(
+                    &self,
+                    updated_before_ms: u64,
+                ) -> Result<u64, RepositoryError> {
+                    self.$executions
+                        .delete_finished_before(updated_before_ms)
+                        .await
+                }
             }
-        }
+        };
     };
 }
 

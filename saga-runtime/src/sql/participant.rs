@@ -349,91 +349,85 @@ fn storage(error: impl std::error::Error + Send + Sync + 'static) -> Participant
 /// [`ParticipantTables`] in field `$tables`.
 macro_rules! forward_participant_store {
     ($store:ty, $tables:ident) => {
-        #[async_trait::async_trait]
-        impl $crate::transactional::ParticipantStore for $store {
-            async fn stage(
-                &self,
-                transaction: uuid::Uuid,
-                command: uuid::Uuid,
-                effects: &[$crate::transactional::StagedEffect],
-                answer: &$crate::transactional::CommandAnswer,
-            ) -> Result<$crate::transactional::Staging, $crate::transactional::ParticipantStoreError>
-            {
-                self.$tables.stage(transaction, command, effects, answer).await
-            }
+        const _: () = {
+            use std::time::SystemTime;
 
-            async fn answered(
-                &self,
-                command: uuid::Uuid,
-            ) -> Result<
-                Option<$crate::transactional::CommandAnswer>,
-                $crate::transactional::ParticipantStoreError,
-            > {
-                self.$tables.answered(command).await
-            }
+            use uuid::Uuid;
 
-            async fn forget_answers(
-                &self,
-                before: std::time::SystemTime,
-            ) -> Result<u64, $crate::transactional::ParticipantStoreError> {
-                self.$tables.forget_answers(before).await
-            }
+            use $crate::transactional::{
+                CommandAnswer, Outcome, ParticipantStore, ParticipantStoreError, StagedEffect,
+                Staging,
+            };
 
-            async fn reserve(
-                &self,
-                transaction: uuid::Uuid,
-            ) -> Result<(), $crate::transactional::ParticipantStoreError> {
-                self.$tables.reserve(transaction).await
-            }
+            #[async_trait::async_trait]
+            impl ParticipantStore for $store {
+                async fn stage(
+                    &self,
+                    transaction: Uuid,
+                    command: Uuid,
+                    effects: &[StagedEffect],
+                    answer: &CommandAnswer,
+                ) -> Result<Staging, ParticipantStoreError> {
+                    self.$tables
+                        .stage(transaction, command, effects, answer)
+                        .await
+                }
 
-            async fn staged(
-                &self,
-                transaction: uuid::Uuid,
-            ) -> Result<
-                Vec<$crate::transactional::StagedEffect>,
-                $crate::transactional::ParticipantStoreError,
-            > {
-                self.$tables.staged(transaction).await
-            }
+                async fn answered(
+                    &self,
+                    command: Uuid,
+                ) -> Result<Option<CommandAnswer>, ParticipantStoreError> {
+                    self.$tables.answered(command).await
+                }
 
-            async fn take(
-                &self,
-                transaction: uuid::Uuid,
-            ) -> Result<
-                Vec<$crate::transactional::StagedEffect>,
-                $crate::transactional::ParticipantStoreError,
-            > {
-                self.$tables.remove(transaction, None).await
-            }
+                async fn forget_answers(
+                    &self,
+                    before: SystemTime,
+                ) -> Result<u64, ParticipantStoreError> {
+                    self.$tables.forget_answers(before).await
+                }
 
-            async fn expired_reservations(
-                &self,
-                before: std::time::SystemTime,
-            ) -> Result<Vec<uuid::Uuid>, $crate::transactional::ParticipantStoreError> {
-                self.$tables.expired_reservations(before).await
-            }
+                async fn reserve(&self, transaction: Uuid) -> Result<(), ParticipantStoreError> {
+                    self.$tables.reserve(transaction).await
+                }
 
-            async fn settle(
-                &self,
-                transaction: uuid::Uuid,
-                outcome: $crate::transactional::Outcome,
-            ) -> Result<
-                Vec<$crate::transactional::StagedEffect>,
-                $crate::transactional::ParticipantStoreError,
-            > {
-                self.$tables.remove(transaction, Some(outcome)).await
-            }
+                async fn staged(
+                    &self,
+                    transaction: Uuid,
+                ) -> Result<Vec<StagedEffect>, ParticipantStoreError> {
+                    self.$tables.staged(transaction).await
+                }
 
-            async fn outcome(
-                &self,
-                transaction: uuid::Uuid,
-            ) -> Result<
-                Option<$crate::transactional::Outcome>,
-                $crate::transactional::ParticipantStoreError,
-            > {
-                self.$tables.outcome(transaction).await
+                async fn take(
+                    &self,
+                    transaction: Uuid,
+                ) -> Result<Vec<StagedEffect>, ParticipantStoreError> {
+                    self.$tables.remove(transaction, None).await
+                }
+
+                async fn expired_reservations(
+                    &self,
+                    before: SystemTime,
+                ) -> Result<Vec<Uuid>, ParticipantStoreError> {
+                    self.$tables.expired_reservations(before).await
+                }
+
+                async fn settle(
+                    &self,
+                    transaction: Uuid,
+                    outcome: Outcome,
+                ) -> Result<Vec<StagedEffect>, ParticipantStoreError> {
+                    self.$tables.remove(transaction, Some(outcome)).await
+                }
+
+                async fn outcome(
+                    &self,
+                    transaction: Uuid,
+                ) -> Result<Option<Outcome>, ParticipantStoreError> {
+                    self.$tables.outcome(transaction).await
+                }
             }
-        }
+        };
     };
 }
 
