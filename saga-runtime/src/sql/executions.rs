@@ -203,6 +203,7 @@ impl<B: Backend> Executions<B> {
     ) -> Result<Vec<Uuid>, RepositoryError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let recoverable = B::RECOVERABLE;
+        // The first page has no lower bound: no id sorts below every other in both databases.
         let text = match after {
             None => {
                 format!("SELECT id FROM saga_executions WHERE {recoverable} ORDER BY id LIMIT $1")
