@@ -67,6 +67,8 @@ pub mod repository;
 pub mod request_scope;
 pub mod service;
 mod shard;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
 mod step_def;
 mod step_error;
 pub mod transactional;

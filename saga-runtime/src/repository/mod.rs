@@ -9,8 +9,6 @@
 //! schema of a PostgreSQL database).
 
 mod batching;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-mod codec;
 mod error;
 mod memory;
 #[cfg(feature = "postgres")]
@@ -21,16 +19,14 @@ mod sqlite;
 use async_trait::async_trait;
 use uuid::Uuid;
 
+#[cfg(feature = "sqlite")]
+pub use crate::sql::Durability;
 pub use batching::{BatchingRepository, BatchingRepositoryBuilder};
 pub use memory::InMemoryRepository;
 #[cfg(feature = "postgres")]
-pub(crate) use postgres::connect_pool as connect_postgres;
-#[cfg(feature = "postgres")]
 pub use postgres::{PostgresRepository, PostgresRepositoryBuilder};
 #[cfg(feature = "sqlite")]
-pub(crate) use sqlite::MIGRATOR as SQLITE_MIGRATOR;
-#[cfg(feature = "sqlite")]
-pub use sqlite::{Durability, SqliteRepository, SqliteRepositoryBuilder};
+pub use sqlite::{SqliteRepository, SqliteRepositoryBuilder};
 
 use crate::execution::{ExecutionRecord, SagaStatus};
 pub use error::RepositoryError;

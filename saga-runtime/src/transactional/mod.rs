@@ -110,4 +110,4 @@ pub use store::{
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresParticipantStore, PostgresParticipantStoreBuilder};
 #[cfg(feature = "sqlite")]
-pub use sqlite::SqliteParticipantStore;
+pub use sqlite::{SqliteParticipantStore, SqliteParticipantStoreBuilder};

@@ -148,14 +148,6 @@ pub trait ParticipantStore: Send + Sync + 'static {
     }
 }
 
-/// Milliseconds since the Unix epoch (0 before it).
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) fn unix_ms(time: SystemTime) -> i64 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 #[derive(Debug, Clone)]
 struct Reservation {
     /// `None`: reserved; `Some`: refused by this conflict.

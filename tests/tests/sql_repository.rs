@@ -1,62 +1,219 @@
-//! The PostgreSQL repository, against the server named by `SAGA_TEST_POSTGRES_URL` (each test in a
-//! schema of its own; without a server the tests print a skip, in CI they fail): it passes the
-//! conformance suite, keeps executions across reconnecting, reports corrupt rows as `Corrupt`
-//! without harming the others, lets exactly one of several concurrent writers win, lists and prunes
-//! executions, keeps schemas apart, and lets a second manager resume a saga the first one paused.
+//! The SQL repositories, over one table of cases: each case below is written once, generic over
+//! a [`Database`], and run on both (module `sqlite`: a fresh file; module `postgres`: a fresh
+//! schema on the server named by `SAGA_TEST_POSTGRES_URL`, skipped without one outside CI). They
+//! pass the conformance suite, keep executions across reopening, report corrupt rows as `Corrupt`
+//! without harming the others, let exactly one of several concurrent writers win, list and prune
+//! executions, let a second manager resume a saga the first one paused, and let start-up recovery
+//! skip the rows it cannot use. The cases of one database follow: the SQLite file's journal and
+//! durability, the PostgreSQL schemas.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use saga_runtime::error::RepositoryError;
 use saga_runtime::execution::ExecutionRecord;
 use saga_runtime::manager::ReplyOutcome;
 use saga_runtime::prelude::*;
-use saga_runtime::repository::{PostgresRepository, SagaExecutionRepository};
+use saga_runtime::repository::{
+    Durability, PostgresRepository, SagaExecutionRepository, SqliteRepository,
+};
 use saga_runtime::wiring::*;
 use saga_testkit::conformance::repository::{self as conformance, sample_record};
 use saga_tests::{TestDatabase, reply_to};
 use serde_json::json;
 use serde_json::value::RawValue;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use tokio::sync::Barrier;
 use uuid::Uuid;
 
-#[tokio::test]
-async fn the_postgres_repository_conforms() {
-    let Some(db) = TestDatabase::connect().await else {
+/// A fresh database for one case, with a plain sqlx pool beside the repositories to inspect or
+/// damage rows.
+trait Database: Sized {
+    /// The repository on this database.
+    type Repository: SagaExecutionRepository + Clone;
+
+    /// Damages to the row of an execution that only this database's column types can hold:
+    /// the column named, and the SQL assignment that breaks it.
+    const OWN_DAMAGES: &'static [(&'static str, &'static str)];
+
+    /// A fresh database, or `None` when the case is skipped (no server to test against).
+    async fn create() -> Option<Self>;
+
+    /// A new repository on the database (the first one creates the tables).
+    async fn repository(&self) -> Self::Repository;
+
+    /// Closes `repository`'s connections.
+    async fn close(repository: &Self::Repository);
+
+    /// Runs `UPDATE saga_executions SET {assignment}` on the row of execution `id`, beside the
+    /// repositories; returns how many rows it changed.
+    async fn damage(&self, id: Uuid, assignment: &str) -> u64;
+
+    /// The rows of the query `select`, which reads three texts and an integer.
+    async fn rows(&self, select: &str) -> Vec<(String, String, String, i64)>;
+
+    /// Removes the database; call it at the end of the case.
+    async fn finish(self);
+}
+
+/// A fresh SQLite file in the temporary directory, removed (with its WAL files) on drop.
+struct SqliteFile(PathBuf);
+
+impl SqliteFile {
+    fn new() -> Self {
+        Self(std::env::temp_dir().join(format!("saga-sqlite-test-{}.db", Uuid::new_v4())))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// A plain sqlx pool on the file, beside the repository.
+    async fn raw_pool(&self) -> SqlitePool {
+        SqlitePool::connect_with(SqliteConnectOptions::new().filename(self.path()))
+            .await
+            .expect("the file opens")
+    }
+}
+
+impl Drop for SqliteFile {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl Database for SqliteFile {
+    type Repository = SqliteRepository;
+
+    /// SQLite stores what it is given, whatever the column's declared type.
+    const OWN_DAMAGES: &'static [(&'static str, &'static str)] = &[("version", "version = 'one'")];
+
+    async fn create() -> Option<Self> {
+        Some(Self::new())
+    }
+
+    async fn repository(&self) -> SqliteRepository {
+        SqliteRepository::open(self.path()).await.expect("opens")
+    }
+
+    async fn close(repository: &SqliteRepository) {
+        repository.close().await;
+    }
+
+    async fn damage(&self, id: Uuid, assignment: &str) -> u64 {
+        let raw = self.raw_pool().await;
+        let changed = sqlx::query(&format!(
+            "UPDATE saga_executions SET {assignment} WHERE id = ?1"
+        ))
+        .bind(id.to_string())
+        .execute(&raw)
+        .await
+        .expect("the row is damaged")
+        .rows_affected();
+        raw.close().await;
+        changed
+    }
+
+    async fn rows(&self, select: &str) -> Vec<(String, String, String, i64)> {
+        let raw = self.raw_pool().await;
+        let rows = sqlx::query_as(select).fetch_all(&raw).await.expect("reads");
+        raw.close().await;
+        rows
+    }
+
+    async fn finish(self) {}
+}
+
+impl Database for TestDatabase {
+    type Repository = PostgresRepository;
+
+    const OWN_DAMAGES: &'static [(&'static str, &'static str)] = &[];
+
+    async fn create() -> Option<Self> {
+        TestDatabase::connect().await
+    }
+
+    async fn repository(&self) -> PostgresRepository {
+        TestDatabase::repository(self).await
+    }
+
+    async fn close(repository: &PostgresRepository) {
+        repository.close().await;
+    }
+
+    async fn damage(&self, id: Uuid, assignment: &str) -> u64 {
+        sqlx::query(&format!(
+            "UPDATE saga_executions SET {assignment} WHERE id = $1::uuid"
+        ))
+        .bind(id.to_string())
+        .execute(self.pool())
+        .await
+        .expect("the row is damaged")
+        .rows_affected()
+    }
+
+    async fn rows(&self, select: &str) -> Vec<(String, String, String, i64)> {
+        sqlx::query_as(select)
+            .fetch_all(self.pool())
+            .await
+            .expect("reads")
+    }
+
+    async fn finish(self) {
+        self.drop().await;
+    }
+}
+
+/// Runs each case on a SQLite file (module `sqlite`) and on a PostgreSQL schema (module
+/// `postgres`), on a runtime of several threads (the concurrent writers need them).
+macro_rules! on_both_databases {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case::<super::SqliteFile>().await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case::<saga_tests::TestDatabase>().await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_databases!(
+    the_repository_conforms,
+    executions_survive_reopening_the_repository,
+    a_corrupt_row_loads_as_corrupt_naming_the_execution_and_the_column,
+    of_eight_concurrent_writers_from_the_same_version_exactly_one_wins,
+    executions_are_listed_by_status_and_saga_and_old_finished_ones_are_pruned,
+    a_second_manager_on_the_same_database_resumes_a_saga_paused_on_disk,
+    start_up_recovery_reports_corrupt_rows_recovers_the_others_and_does_not_loop,
+);
+
+async fn the_repository_conforms<D: Database>() {
+    let Some(db) = D::create().await else {
         return;
     };
     let repository = db.repository().await;
-    assert_eq!(repository.schema(), db.schema());
     conformance::check(&repository).await;
-
-    // Every table, the migrations' bookkeeping included, is in the test's schema; the migrations
-    // create the participant store's tables too, so that one schema may hold both.
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 \
-         ORDER BY table_name",
-    )
-    .bind(db.schema())
-    .fetch_all(db.pool())
-    .await
-    .expect("lists the tables");
-    assert_eq!(
-        tables,
-        [
-            "_sqlx_migrations",
-            "participant_commands",
-            "participant_effects",
-            "participant_outcomes",
-            "participant_reservations",
-            "saga_executions",
-        ]
-    );
-
-    repository.close().await;
-    db.drop().await;
+    D::close(&repository).await;
+    db.finish().await;
 }
 
-#[tokio::test]
-async fn executions_survive_reconnecting() {
-    let Some(db) = TestDatabase::connect().await else {
+async fn executions_survive_reopening_the_repository<D: Database>() {
+    let Some(db) = D::create().await else {
         return;
     };
     let mut record = sample_record(Uuid::new_v4());
@@ -72,7 +229,7 @@ async fn executions_survive_reconnecting() {
         record.deadline_ms = None;
         record.user = None;
         record.version = repository.store(&record).await.expect("updated");
-        repository.close().await;
+        D::close(&repository).await;
         assert!(
             matches!(
                 repository.load(record.id).await,
@@ -81,86 +238,46 @@ async fn executions_survive_reconnecting() {
             "a closed repository fails with Storage"
         );
     }
-    // Connecting again runs the migrations again: they are recorded and skipped.
-    let reconnected = db.repository().await;
-    let loaded = reconnected.load(record.id).await.expect("still stored");
+    // Opening again runs the migrations again: they are recorded and skipped.
+    let reopened = db.repository().await;
+    let loaded = reopened.load(record.id).await.expect("still stored");
     assert_eq!(loaded, record);
     assert_eq!(loaded.version, 2);
     assert_eq!(loaded.context.get(), record.context.get());
 
-    reconnected.close().await;
-    db.drop().await;
+    D::close(&reopened).await;
+    db.finish().await;
 }
 
-#[tokio::test]
-async fn a_corrupt_row_loads_as_corrupt_naming_the_execution_and_the_column() {
-    let Some(db) = TestDatabase::connect().await else {
+/// Damages every database's columns can hold: the column named, and the assignment that breaks it.
+const DAMAGES: [(&str, &str); 13] = [
+    ("steps", "steps = substr(steps, 1, length(steps) - 7)"),
+    ("status", "status = 'exploded'"),
+    ("transaction_state", "transaction_state = 'maybe'"),
+    ("context", "context = '{\"amount\": 4'"),
+    ("context", "context = 'not json at all'"),
+    ("fingerprint", "fingerprint = 'not-hex'"),
+    ("fingerprint", "fingerprint = '0123456789abcdef0'"),
+    ("fingerprint", "fingerprint = '0123456789abcdeg'"),
+    ("fingerprint", "fingerprint = '+123456789abcdef'"),
+    ("version", "version = -1"),
+    ("created_at_ms", "created_at_ms = -5"),
+    ("headers", "headers = '[1, 2]'"),
+    ("pending", "pending = '{}'"),
+];
+
+async fn a_corrupt_row_loads_as_corrupt_naming_the_execution_and_the_column<D: Database>() {
+    let Some(db) = D::create().await else {
         return;
     };
     let repository = db.repository().await;
     let healthy = sample_record(Uuid::new_v4());
     repository.store(&healthy).await.expect("stored");
 
-    let damages = [
-        (
-            "steps",
-            "UPDATE saga_executions SET steps = left(steps, length(steps) - 7) WHERE id = $1::uuid",
-        ),
-        (
-            "status",
-            "UPDATE saga_executions SET status = 'exploded' WHERE id = $1::uuid",
-        ),
-        (
-            "transaction_state",
-            "UPDATE saga_executions SET transaction_state = 'maybe' WHERE id = $1::uuid",
-        ),
-        (
-            "context",
-            "UPDATE saga_executions SET context = '{\"amount\": 4' WHERE id = $1::uuid",
-        ),
-        (
-            "context",
-            "UPDATE saga_executions SET context = 'not json at all' WHERE id = $1::uuid",
-        ),
-        (
-            "fingerprint",
-            "UPDATE saga_executions SET fingerprint = '0123456789abcdef0' WHERE id = $1::uuid",
-        ),
-        (
-            "fingerprint",
-            "UPDATE saga_executions SET fingerprint = '0123456789abcdeg' WHERE id = $1::uuid",
-        ),
-        (
-            "fingerprint",
-            "UPDATE saga_executions SET fingerprint = '+123456789abcdef' WHERE id = $1::uuid",
-        ),
-        (
-            "version",
-            "UPDATE saga_executions SET version = -1 WHERE id = $1::uuid",
-        ),
-        (
-            "created_at_ms",
-            "UPDATE saga_executions SET created_at_ms = -5 WHERE id = $1::uuid",
-        ),
-        (
-            "headers",
-            "UPDATE saga_executions SET headers = '[1, 2]' WHERE id = $1::uuid",
-        ),
-        (
-            "pending",
-            "UPDATE saga_executions SET pending = '{}' WHERE id = $1::uuid",
-        ),
-    ];
-    for (column, damage) in damages {
+    for &(column, damage) in DAMAGES.iter().chain(D::OWN_DAMAGES) {
         let victim = sample_record(Uuid::new_v4());
         repository.store(&victim).await.expect("stored");
-        let changed = sqlx::query(damage)
-            .bind(victim.id.to_string())
-            .execute(db.pool())
-            .await
-            .expect("the row is damaged")
-            .rows_affected();
-        assert_eq!(changed, 1, "{damage}");
+        assert_eq!(db.damage(victim.id, damage).await, 1, "{damage}");
 
         match repository.load(victim.id).await {
             Err(RepositoryError::Corrupt { id, reason }) => {
@@ -187,8 +304,8 @@ async fn a_corrupt_row_loads_as_corrupt_naming_the_execution_and_the_column() {
         ));
     }
 
-    repository.close().await;
-    db.drop().await;
+    D::close(&repository).await;
+    db.finish().await;
 }
 
 /// A copy of `record` at `version`.
@@ -199,8 +316,8 @@ fn at_version(record: &ExecutionRecord, version: u64) -> ExecutionRecord {
 }
 
 /// Eight tasks store `record` at once (all from its version): returns the results.
-async fn race(
-    repository: &PostgresRepository,
+async fn race<R: SagaExecutionRepository + Clone>(
+    repository: &R,
     record: &ExecutionRecord,
 ) -> Vec<Result<u64, RepositoryError>> {
     const WRITERS: usize = 8;
@@ -223,9 +340,8 @@ async fn race(
     results
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn of_eight_concurrent_writers_from_the_same_version_exactly_one_wins() {
-    let Some(db) = TestDatabase::connect().await else {
+async fn of_eight_concurrent_writers_from_the_same_version_exactly_one_wins<D: Database>() {
+    let Some(db) = D::create().await else {
         return;
     };
     let repository = db.repository().await;
@@ -265,13 +381,12 @@ async fn of_eight_concurrent_writers_from_the_same_version_exactly_one_wins() {
         );
     }
 
-    repository.close().await;
-    db.drop().await;
+    D::close(&repository).await;
+    db.finish().await;
 }
 
-#[tokio::test]
-async fn executions_are_listed_by_status_and_saga_and_old_finished_ones_are_pruned() {
-    let Some(db) = TestDatabase::connect().await else {
+async fn executions_are_listed_by_status_and_saga_and_old_finished_ones_are_pruned<D: Database>() {
+    let Some(db) = D::create().await else {
         return;
     };
     let repository = db.repository().await;
@@ -292,6 +407,7 @@ async fn executions_are_listed_by_status_and_saga_and_old_finished_ones_are_prun
     let new_finished = record(SagaStatus::Finished, "order", 2_000, 3_000);
     let old_errored = record(SagaStatus::Errored, "order", 900, 1_000);
     let paused = record(SagaStatus::Paused, "payment", 1_100, 1_200);
+    // Stored out of order: the listings sort.
     for record in [&new_finished, &paused, &old_finished, &old_errored] {
         repository.store(record).await.expect("stored");
     }
@@ -364,67 +480,8 @@ async fn executions_are_listed_by_status_and_saga_and_old_finished_ones_are_prun
         1
     );
 
-    repository.close().await;
-    db.drop().await;
-}
-
-#[tokio::test]
-async fn repositories_on_different_schemas_do_not_see_each_other() {
-    let Some(first) = TestDatabase::connect().await else {
-        return;
-    };
-    let Some(second) = TestDatabase::connect().await else {
-        return;
-    };
-    let one = first.repository().await;
-    let other = second.repository().await;
-
-    let record = sample_record(Uuid::new_v4());
-    assert_eq!(one.store(&record).await.expect("stored"), 1);
-    assert!(matches!(
-        other.load(record.id).await,
-        Err(RepositoryError::NotFound { .. })
-    ));
-    // The same id is a first store in the other schema.
-    assert_eq!(other.store(&record).await.expect("stored"), 1);
-    assert_eq!(
-        one.list_by_saga("conformance").await.expect("lists"),
-        [record.id]
-    );
-    other.delete(record.id).await.expect("deleted");
-    one.load(record.id)
-        .await
-        .expect("still stored in the first");
-
-    one.close().await;
-    other.close().await;
-    first.drop().await;
-    second.drop().await;
-}
-
-#[tokio::test]
-async fn a_schema_name_that_is_not_a_plain_identifier_is_refused() {
-    // Checked before connecting: no server is needed.
-    for schema in [
-        "",
-        "Sagas",
-        "1sagas",
-        "sagas; DROP TABLE x",
-        "sa-gas",
-        &"s".repeat(64),
-    ] {
-        match PostgresRepository::builder("postgres://postgres@127.0.0.1:1/none")
-            .schema(schema)
-            .connect()
-            .await
-        {
-            Err(RepositoryError::Storage(error)) => assert!(
-                error.to_string().contains("plain lower-case identifier"),
-                "{schema:?}: {error}"
-            ),
-            other => panic!("{schema:?} is refused, got {other:?}"),
-        }
-    }
+    D::close(&repository).await;
+    db.finish().await;
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -463,9 +520,8 @@ impl SagaType for ReserveStock {
     }
 }
 
-#[tokio::test]
-async fn a_second_manager_on_the_same_schema_resumes_a_saga_paused_on_disk() {
-    let Some(db) = TestDatabase::connect().await else {
+async fn a_second_manager_on_the_same_database_resumes_a_saga_paused_on_disk<D: Database>() {
+    let Some(db) = D::create().await else {
         return;
     };
     let registry = || Registry::empty().with::<ReserveStock>().expect("registry");
@@ -495,7 +551,7 @@ async fn a_second_manager_on_the_same_schema_resumes_a_saga_paused_on_disk() {
         .expect("ReserveStock was sent");
     drop(outcome);
     drop(first);
-    first_repository.close().await;
+    D::close(&first_repository).await;
 
     let inspector = db.repository().await;
     assert_eq!(
@@ -504,10 +560,10 @@ async fn a_second_manager_on_the_same_schema_resumes_a_saga_paused_on_disk() {
             .await
             .expect("lists"),
         [id],
-        "the paused execution is in the table"
+        "the paused execution is stored"
     );
 
-    // Another manager, on a new repository over the same schema, applies the reply.
+    // Another manager, on a new repository over the same database, applies the reply.
     let second_repository = db.repository().await;
     let second = SagaManager::builder("order")
         .repository(second_repository.clone())
@@ -543,18 +599,19 @@ async fn a_second_manager_on_the_same_schema_resumes_a_saga_paused_on_disk() {
     );
 
     drop(second);
-    second_repository.close().await;
-    inspector.close().await;
-    db.drop().await;
+    D::close(&second_repository).await;
+    D::close(&inspector).await;
+    db.finish().await;
 }
 
-#[tokio::test]
-async fn start_up_recovery_reports_corrupt_rows_recovers_the_others_and_does_not_loop() {
+async fn start_up_recovery_reports_corrupt_rows_recovers_the_others_and_does_not_loop<
+    D: Database,
+>() {
     use saga_tests::faulty::DyingRepository;
     use saga_tests::jobs::{effects, job, local_saga};
     use std::time::Duration;
 
-    let Some(db) = TestDatabase::connect().await else {
+    let Some(db) = D::create().await else {
         return;
     };
     let repository: Arc<dyn SagaExecutionRepository> = Arc::new(db.repository().await);
@@ -591,29 +648,22 @@ async fn start_up_recovery_reports_corrupt_rows_recovers_the_others_and_does_not
     // Three rows recovery cannot use: a status nobody knows, truncated steps, an unknown saga.
     let mut bad = Vec::new();
     for damage in [
-        Some("UPDATE saga_executions SET status = 'exploded' WHERE id = $1::uuid"),
-        Some("UPDATE saga_executions SET steps = substr(steps, 1, 9) WHERE id = $1::uuid"),
+        Some("status = 'exploded'"),
+        Some("steps = substr(steps, 1, 9)"),
         None, // `sample_record` belongs to saga `conformance`, which is not registered
     ] {
         let record = sample_record(Uuid::new_v4());
         repository.store(&record).await.expect("stored");
         if let Some(damage) = damage {
-            sqlx::query(damage)
-                .bind(record.id.to_string())
-                .execute(db.pool())
-                .await
-                .expect("damaged");
+            assert_eq!(db.damage(record.id, damage).await, 1, "damaged");
         }
         bad.push(record.id);
     }
-    let snapshot = || async {
-        sqlx::query_as::<_, (String, String, String, i64)>(
-            "SELECT id::text, status, steps, version FROM saga_executions \
+    let snapshot = || {
+        db.rows(
+            "SELECT CAST(id AS TEXT), status, steps, version FROM saga_executions \
              WHERE saga = 'conformance' ORDER BY id",
         )
-        .fetch_all(db.pool())
-        .await
-        .expect("reads")
     };
     let before = snapshot().await;
 
@@ -646,5 +696,125 @@ async fn start_up_recovery_reports_corrupt_rows_recovers_the_others_and_does_not
         effects(&job.tag),
         ["do a", "do b", "do c", "do a", "do b", "do c"]
     );
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn the_sqlite_file_is_a_write_ahead_log_kept_with_full_durability_by_default() {
+    let db = SqliteFile::new();
+    let repository = SqliteRepository::open(db.path()).await.expect("opens");
+    assert_eq!(repository.durability(), Durability::Full);
+    assert_eq!(repository.path(), db.path());
+
+    let raw = db.raw_pool().await;
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&raw)
+        .await
+        .expect("reads the journal mode");
+    assert_eq!(mode, "wal", "the file is in write-ahead-log mode");
+}
+
+#[tokio::test]
+async fn the_sqlite_repository_conforms_with_normal_durability() {
+    let db = SqliteFile::new();
+    let repository = SqliteRepository::builder(db.path())
+        .durability(Durability::Normal)
+        .open()
+        .await
+        .expect("opens");
+    assert_eq!(repository.durability(), Durability::Normal);
+    conformance::check(&repository).await;
+}
+
+#[tokio::test]
+async fn the_postgres_repository_keeps_every_table_in_its_schema() {
+    let Some(db) = TestDatabase::connect().await else {
+        return;
+    };
+    let repository = db.repository().await;
+    assert_eq!(repository.schema(), db.schema());
+
+    // Every table, the migrations' bookkeeping included, is in the test's schema; the migrations
+    // create the participant store's tables too, so that one schema may hold both.
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 \
+         ORDER BY table_name",
+    )
+    .bind(db.schema())
+    .fetch_all(db.pool())
+    .await
+    .expect("lists the tables");
+    assert_eq!(
+        tables,
+        [
+            "_sqlx_migrations",
+            "participant_commands",
+            "participant_effects",
+            "participant_outcomes",
+            "participant_reservations",
+            "saga_executions",
+        ]
+    );
+
+    repository.close().await;
     db.drop().await;
+}
+
+#[tokio::test]
+async fn postgres_repositories_on_different_schemas_do_not_see_each_other() {
+    let Some(first) = TestDatabase::connect().await else {
+        return;
+    };
+    let Some(second) = TestDatabase::connect().await else {
+        return;
+    };
+    let one = first.repository().await;
+    let other = second.repository().await;
+
+    let record = sample_record(Uuid::new_v4());
+    assert_eq!(one.store(&record).await.expect("stored"), 1);
+    assert!(matches!(
+        other.load(record.id).await,
+        Err(RepositoryError::NotFound { .. })
+    ));
+    // The same id is a first store in the other schema.
+    assert_eq!(other.store(&record).await.expect("stored"), 1);
+    assert_eq!(
+        one.list_by_saga("conformance").await.expect("lists"),
+        [record.id]
+    );
+    other.delete(record.id).await.expect("deleted");
+    one.load(record.id)
+        .await
+        .expect("still stored in the first");
+
+    one.close().await;
+    other.close().await;
+    first.drop().await;
+    second.drop().await;
+}
+
+#[tokio::test]
+async fn a_postgres_schema_name_that_is_not_a_plain_identifier_is_refused() {
+    // Checked before connecting: no server is needed.
+    for schema in [
+        "",
+        "Sagas",
+        "1sagas",
+        "sagas; DROP TABLE x",
+        "sa-gas",
+        &"s".repeat(64),
+    ] {
+        match PostgresRepository::builder("postgres://postgres@127.0.0.1:1/none")
+            .schema(schema)
+            .connect()
+            .await
+        {
+            Err(RepositoryError::Storage(error)) => assert!(
+                error.to_string().contains("plain lower-case identifier"),
+                "{schema:?}: {error}"
+            ),
+            other => panic!("{schema:?} is refused, got {other:?}"),
+        }
+    }
 }
