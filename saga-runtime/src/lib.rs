@@ -45,12 +45,25 @@
 //! Sagas are usually declared with the attribute macros [`saga`], [`local_step`] and
 //! [`remote_step`] (see the README); the builder above makes the same definitions at run time.
 //!
-//! The pieces, one module each: [`definition`] (builder, validation, fingerprint, Mermaid
-//! rendering), [`execution`] (the state machine), [`context`], [`message`], [`committer`]
-//! (two-phase commit), [`broker`], [`repository`], [`registry`] (sagas by name), [`manager`] (runs
-//! and resumes executions), [`transactional`] (the
-//! participant side of the two-phase commit: commands with staged effects), [`request_scope`],
-//! [`service`] (a service's manager and participant on one repository and broker).
+//! # Architecture
+//!
+//! Layers, lowest first. A module imports only from layers below its own (and from its own
+//! submodules), so each can be read, tested and replaced without the ones above it:
+//!
+//! | layer | modules | owns |
+//! | --- | --- | --- |
+//! | vocabulary | [`context`], [`message`], `step_error` | the context traits, the wire envelope and its headers, a step's error |
+//! | model | [`definition`] | the builder, the validated immutable definition, its fingerprint |
+//! | engine | [`execution`] | the state machine: run, pause, resume, compensate; the stored form of an execution; nothing of I/O |
+//! | ports | [`broker`], [`repository`], `sql` | the transport and storage traits with their implementations; `sql` is the one SQL core behind the SQLite and PostgreSQL stores of both the repository and the participant store |
+//! | protocol | [`committer`], [`request_scope`] | the two-phase commit's messages and decision; the headers a handled request carries |
+//! | orchestration | [`registry`], [`manager`], [`transactional`] | sagas by name; the manager that drives executions through the engine, stores, publishes, listens for replies and recovers; the participant side of the commit |
+//! | service | [`service`] | one service's manager and participant on one repository and one broker |
+//!
+//! Errors live beside the layer that raises them; [`error`] gathers them under one path. What a saga
+//! author writes is in [`prelude`]; what start-up code wires together is in [`wiring`]. Test
+//! support (conformance suites, a scripted participant, fault wrappers) is the `saga-testkit`
+//! crate, not this one.
 
 pub mod broker;
 pub mod committer;
@@ -126,7 +139,7 @@ pub use saga_macros::remote_step;
 /// it is re-exported.
 ///
 /// What it generates: an implementation of [`SagaType`] whose definition is built once, an
-/// `inventory` registration (see [`Registry::from_inventory`]), and compile-time checks: every
+/// `inventory` registration (see [`Registry::from_inventory`](crate::registry::Registry::from_inventory)), and compile-time checks: every
 /// listed item is a step, every step works on the same context, every sub-saga is a saga on that
 /// context, and no two steps share a persisted name.
 #[cfg(feature = "macros")]

@@ -216,7 +216,11 @@ impl SagaResponse {
 }
 
 /// The envelope a broker carries: commands, replies and transaction messages alike.
+///
+/// Made with [`BrokerMessage::new`] and the `with_*` methods; fields may be added (it is
+/// `#[non_exhaustive]`), so it is not built with a struct literal outside this crate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct BrokerMessage {
     /// Unique id (deduplication key; replies name it as their `correlation_id`).
     pub id: Uuid,

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::context::Context;
 
-/// The saga builder. See the [module documentation](self) for the rules it enforces.
+/// The saga builder. See the [module documentation](crate::definition) for the rules it enforces.
 #[must_use = "a saga builder does nothing until `commit()`"]
 pub struct Saga<C> {
     name: String,

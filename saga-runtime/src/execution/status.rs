@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 /// The status of a saga execution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum SagaStatus {
     /// Made, not yet run.
     Created,
@@ -47,6 +48,7 @@ impl fmt::Display for SagaStatus {
 /// The status of one step execution (see the step state machines of the behaviour reference).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum StepStatus {
     /// Not started.
     Created,
