@@ -55,7 +55,7 @@
 //! | vocabulary | [`context`], [`message`], `step_error` | the context traits, the wire envelope and its headers, a step's error |
 //! | model | [`definition`] | the builder, the validated immutable definition, its fingerprint |
 //! | engine | [`execution`] | the state machine: run, pause, resume, compensate; the stored form of an execution; nothing of I/O |
-//! | ports | [`broker`], [`repository`], `sql` | the transport and storage traits with their implementations; `sql` is the one SQL core behind the SQLite and PostgreSQL stores of both the repository and the participant store |
+//! | ports | [`broker`], [`repository`], `participant_store`, `sql` | the transport and storage traits with their implementations (the participant store's trait is re-exported by [`transactional`]); `sql` is the one SQL core behind the SQLite and PostgreSQL stores of both the repository and the participant store |
 //! | protocol | [`committer`], [`request_scope`] | the two-phase commit's messages and decision; the headers a handled request carries |
 //! | orchestration | [`registry`], [`manager`], [`transactional`] | sagas by name; the manager that drives executions through the engine, stores, publishes, listens for replies and recovers; the participant side of the commit |
 //! | service | [`service`] | one service's manager and participant on one repository and one broker |
@@ -65,6 +65,8 @@
 //! support (conformance suites, a scripted participant, fault wrappers) is the `saga-testkit`
 //! crate, not this one.
 
+#[cfg(test)]
+mod architecture_tests;
 pub mod broker;
 pub mod committer;
 pub mod context;
@@ -75,6 +77,7 @@ mod faults;
 mod locks;
 pub mod manager;
 pub mod message;
+mod participant_store;
 pub mod registry;
 pub mod repository;
 pub mod request_scope;

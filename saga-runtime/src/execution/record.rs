@@ -61,7 +61,7 @@ pub struct ExecutionRecord {
     /// The messages the change to this state emitted, not yet known to be published (the
     /// execution's outbox). They are written with the state in one store, so that a crash between
     /// the store and the publish loses none of them; the manager clears them with
-    /// [`mark_published`](crate::repository::SagaExecutionRepository::mark_published) once they
+    /// `SagaExecutionRepository::mark_published` once they
     /// are out, and recovery publishes again whatever is still here (receivers deduplicate by
     /// message id).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

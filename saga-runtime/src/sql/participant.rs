@@ -9,7 +9,9 @@ use sqlx::Pool;
 use uuid::Uuid;
 
 use super::backend::{Backend, Values};
-use crate::transactional::{CommandAnswer, Outcome, ParticipantStoreError, StagedEffect, Staging};
+use crate::participant_store::{
+    CommandAnswer, Outcome, ParticipantStoreError, StagedEffect, Staging,
+};
 
 const SELECT_EFFECTS: &str = "SELECT topic, effect_key, effect FROM participant_effects \
     WHERE transaction_id = $1 ORDER BY seq";
@@ -354,7 +356,7 @@ macro_rules! forward_participant_store {
 
             use uuid::Uuid;
 
-            use $crate::transactional::{
+            use $crate::participant_store::{
                 CommandAnswer, Outcome, ParticipantStore, ParticipantStoreError, StagedEffect,
                 Staging,
             };

@@ -12,9 +12,9 @@ use serde::de::DeserializeOwned;
 use super::callbacks::{Callbacks, Settled};
 use super::handler::{CommandContext, CommandError, ErasedHandler, erase_handler};
 use super::participant::TransactionalParticipant;
-use super::store::{Outcome, ParticipantStore};
 use crate::broker::Broker;
 use crate::error::BrokerError;
+use crate::participant_store::{Outcome, ParticipantStore};
 
 /// Builds a [`TransactionalParticipant`].
 #[must_use = "call `spawn().await` to start the participant"]

@@ -8,7 +8,7 @@ use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use super::panics::catch_panic;
-use super::store::{Outcome, StagedEffect};
+use crate::participant_store::{Outcome, StagedEffect};
 
 /// A settled transaction, as the `on_commit` / `on_reject` callbacks receive it.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,8 +8,8 @@ use super::handler::{CommandContext, ErasedHandler, HandlerResult};
 use super::panics::catch_panic;
 use super::participant::Inner;
 use super::stats::bump;
-use super::store::{CommandAnswer, StagedEffect, Staging};
 use crate::message::{BrokerMessage, SagaResponseStatus, header, parse_transactions};
+use crate::participant_store::{CommandAnswer, StagedEffect, Staging};
 use crate::request_scope::RequestHeaders;
 
 impl Inner {
@@ -155,9 +155,9 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
+    use crate::participant_store::{Outcome, ParticipantStore};
     use crate::transactional::callbacks::{Callbacks, Settled};
     use crate::transactional::handler::{CommandError, erase_handler};
-    use crate::transactional::store::{Outcome, ParticipantStore};
     use crate::transactional::test_support::{Harness, UnreachableStore};
 
     /// A handler that stages its request under its own key and answers `booked-{request}`;

@@ -85,7 +85,6 @@ mod registration;
 mod responder;
 mod settlement;
 mod stats;
-mod store;
 mod sweeper;
 #[cfg(test)]
 mod test_support;
@@ -96,16 +95,16 @@ mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+pub use crate::participant_store::{
+    CommandAnswer, InMemoryParticipantStore, Outcome, ParticipantStore, ParticipantStoreError,
+    StagedEffect, Staging,
+};
 pub use builder::TransactionalParticipantBuilder;
 pub use callbacks::Settled;
 pub use handler::{CommandContext, CommandError};
 pub use participant::TransactionalParticipant;
 pub use registration::{CommandRegistration, DuplicateTopic};
 pub use stats::ParticipantStats;
-pub use store::{
-    CommandAnswer, InMemoryParticipantStore, Outcome, ParticipantStore, ParticipantStoreError,
-    StagedEffect, Staging,
-};
 
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresParticipantStore, PostgresParticipantStoreBuilder};

@@ -11,12 +11,12 @@ use super::callbacks::Callbacks;
 use super::delivery::serve;
 use super::registration::{self, CommandRegistration, DuplicateTopic};
 use super::stats::{Counters, ParticipantStats};
-use super::store::ParticipantStore;
 use super::sweeper::spawn_sweeper;
 use crate::broker::{Broker, Delivery};
 use crate::committer::Phase;
 use crate::error::BrokerError;
 use crate::locks::ExecutionLocks;
+use crate::participant_store::ParticipantStore;
 
 /// A running transactional participant; [`shutdown`](Self::shutdown) stops it gracefully, dropping
 /// it stops it at once.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use sqlx::Postgres;
 
-use super::store::ParticipantStoreError;
+use crate::participant_store::ParticipantStoreError;
 use crate::sql::{ParticipantTables, PostgresOptions, forward_participant_store};
 
 /// Keeps staged effects in a PostgreSQL database: the tables `participant_effects`,

@@ -6,8 +6,8 @@ use serde_json::Value;
 use super::delivery::Handled;
 use super::participant::Inner;
 use super::stats::bump;
-use super::store::CommandAnswer;
 use crate::message::{BrokerMessage, SagaResponseStatus, header};
+use crate::participant_store::CommandAnswer;
 
 impl Inner {
     /// Publishes the reply to `request` (if it names a reply topic); [`Handled::Again`] when that

@@ -6,8 +6,8 @@ use uuid::Uuid;
 
 use super::participant::Inner;
 use super::stats::bump;
-use super::store::{Outcome, ParticipantStoreError};
 use crate::locks::ExecutionGuard;
+use crate::participant_store::{Outcome, ParticipantStoreError};
 
 /// Why a transaction was not settled: its effects stay staged, and the settlement can be tried
 /// again (a redelivered commit or reject, the next sweep).
@@ -116,8 +116,8 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+    use crate::participant_store::ParticipantStore;
     use crate::transactional::callbacks::{Callbacks, Settled};
-    use crate::transactional::store::ParticipantStore;
     use crate::transactional::test_support::{Harness, UnreachableStore};
 
     type Calls = Arc<Mutex<Vec<(Outcome, Settled)>>>;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sqlx::Sqlite;
 
-use super::store::ParticipantStoreError;
+use crate::participant_store::ParticipantStoreError;
 use crate::sql::{Durability, ParticipantTables, SqliteOptions, forward_participant_store};
 
 /// Keeps staged effects in a SQLite file in write-ahead-log mode: the tables

@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 
 use super::participant::Inner;
 use super::stats::bump;
-use super::store::Outcome;
+use crate::participant_store::Outcome;
 
 /// Starts the sweeper of `inner`, sweeping a few times per `reservation_timeout` until `stopped`
 /// turns true (a sweep under way is finished first).
@@ -85,7 +85,7 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::transactional::store::{CommandAnswer, ParticipantStore};
+    use crate::participant_store::{CommandAnswer, ParticipantStore};
     use crate::transactional::test_support::Harness;
 
     #[test]

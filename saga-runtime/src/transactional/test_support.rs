@@ -10,13 +10,13 @@ use uuid::Uuid;
 
 use super::callbacks::Callbacks;
 use super::participant::Inner;
-use super::store::{
-    CommandAnswer, InMemoryParticipantStore, ParticipantStore, ParticipantStoreError, StagedEffect,
-    Staging,
-};
 use crate::broker::{Broker, InProcessBroker, Subscription};
 use crate::error::BrokerError;
 use crate::message::BrokerMessage;
+use crate::participant_store::{
+    CommandAnswer, InMemoryParticipantStore, ParticipantStore, ParticipantStoreError, StagedEffect,
+    Staging,
+};
 
 /// A participant's state, without its tasks: the tests call its methods one message at a time.
 pub(super) struct Harness {

@@ -7,9 +7,9 @@ use uuid::Uuid;
 use super::delivery::Handled;
 use super::participant::Inner;
 use super::stats::bump;
-use super::store::{Outcome, ParticipantStoreError};
 use crate::committer::Phase;
 use crate::message::{BrokerMessage, SagaResponseStatus, header};
+use crate::participant_store::{Outcome, ParticipantStoreError};
 
 /// A reply's status and content.
 type Answer = (SagaResponseStatus, Value);
@@ -143,7 +143,7 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::*;
-    use crate::transactional::store::ParticipantStore;
+    use crate::participant_store::ParticipantStore;
     use crate::transactional::test_support::Harness;
 
     fn phase_message(phase: Phase, transaction: Uuid) -> BrokerMessage {
