@@ -5,7 +5,7 @@ use std::fmt;
 use uuid::Uuid;
 
 use crate::definition::Fingerprint;
-use crate::execution::{ReplyRejection, SagaStatus, StepStatus, TransactionState};
+use crate::execution::{ReplyRejection, SagaStatus, StepFailure, StepStatus, TransactionState};
 
 /// The error a step handler returns: a message, optionally with the error that caused it.
 ///
@@ -34,6 +34,16 @@ impl StepError {
     /// The underlying error, if the step error was converted from one.
     pub fn source(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
         self.source.as_deref()
+    }
+
+    /// The message and the cause, moved out.
+    pub(crate) fn into_parts(
+        self,
+    ) -> (
+        String,
+        Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) {
+        (self.message, self.source)
     }
 }
 
@@ -173,7 +183,10 @@ pub enum ExecutionError {
         status: SagaStatus,
     },
     /// A step failed; the executed steps were compensated and the execution is `errored`.
-    #[error("saga execution {id} failed at step `{step}` ({status}): {message}")]
+    #[error(
+        "saga execution {id} failed at step `{step}` ({status}): {cause}{}",
+        compensation_note(.compensation_failures)
+    )]
     StepFailed {
         /// The execution.
         id: Uuid,
@@ -181,16 +194,23 @@ pub enum ExecutionError {
         step: String,
         /// The failed step's status.
         status: StepStatus,
-        /// What went wrong.
-        message: String,
+        /// Why the step failed.
+        #[source]
+        cause: Box<StepFailure>,
+        /// The steps whose compensation failed too (`step/inner` for a sub-saga's step); the
+        /// others were compensated.
+        compensation_failures: Vec<String>,
     },
     /// The two-phase commit failed; the transactions were rejected and the steps compensated.
-    #[error("saga execution {id} could not commit: {message}")]
+    #[error("saga execution {id} could not commit: {reason}{}", rollback_note(.rollback))]
     CommitFailed {
         /// The execution.
         id: Uuid,
-        /// What went wrong.
-        message: String,
+        /// Why the commit failed (a reservation refused or unanswered, the broker).
+        #[source]
+        reason: Box<dyn std::error::Error + Send + Sync + 'static>,
+        /// The compensation that followed, when it failed too.
+        rollback: Option<Box<ExecutionError>>,
     },
     /// Only a finished execution whose transaction is still open can be committed.
     #[error(
@@ -251,6 +271,23 @@ pub enum ExecutionError {
         #[source]
         source: BrokerError,
     },
+}
+
+/// The tail of a failed step's message naming the compensations that failed too.
+fn compensation_note(failed: &[String]) -> String {
+    if failed.is_empty() {
+        String::new()
+    } else {
+        format!("; compensation also failed for {}", failed.join(", "))
+    }
+}
+
+/// The tail of a failed commit's message describing a failed compensation.
+fn rollback_note(rollback: &Option<Box<ExecutionError>>) -> String {
+    rollback
+        .as_ref()
+        .map(|rollback| format!("; {rollback}"))
+        .unwrap_or_default()
 }
 
 /// The broker could not publish or subscribe.
