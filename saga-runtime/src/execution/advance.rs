@@ -139,3 +139,88 @@ impl<C: Context> SagaExecution<C> {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+    use crate::execution::testing::{Declined, Trail, env, failing_saga, remote_saga};
+    use crate::execution::{NoCheckpoint, StepFailure, StepStatus};
+
+    #[tokio::test]
+    async fn a_failed_step_carries_its_handler_s_error_as_the_cause() {
+        let mut execution = SagaExecution::new(failing_saga(), Trail::default());
+        let error = execution
+            .execute(None, &env(), &mut Outbox::new())
+            .await
+            .expect_err("charge fails");
+        let ExecutionError::StepFailed {
+            step,
+            status,
+            cause,
+            compensation_failures,
+            ..
+        } = &error
+        else {
+            panic!("expected StepFailed, got {error:?}");
+        };
+        assert_eq!(step, "charge");
+        assert_eq!(*status, StepStatus::ErroredOnExecute);
+        assert!(matches!(**cause, StepFailure::Handler { .. }), "{cause:?}");
+        assert!(compensation_failures.is_empty());
+        let handler = error.source().expect("the step's failure");
+        let declined = handler.source().expect("the handler's error");
+        assert!(declined.is::<Declined>());
+        assert_eq!(execution.status(), SagaStatus::Errored);
+        assert_eq!(execution.context().log, ["reserve", "release"]);
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_step_fails_and_undoes_what_its_participant_may_have_done() {
+        let mut execution = SagaExecution::new(remote_saga(), Trail::default());
+        let mut outbox = Outbox::new();
+        execution
+            .execute(None, &env(), &mut outbox)
+            .await
+            .expect("pauses");
+        let request = execution.waiting_request().expect("waits");
+        outbox.drain();
+        let error = execution
+            .expire_checkpointed(request, &env(), &mut outbox, &mut NoCheckpoint)
+            .await
+            .expect_err("the step times out");
+        assert!(
+            matches!(
+                &error,
+                ExecutionError::StepFailed { step, cause, .. }
+                    if step == "pay" && matches!(**cause, StepFailure::TimedOut)
+            ),
+            "{error:?}"
+        );
+        let topics: Vec<_> = outbox.messages().iter().map(|m| m.topic.as_str()).collect();
+        assert_eq!(topics, ["Refund"]);
+        assert_eq!(execution.context().log, ["reserve", "release"]);
+    }
+
+    #[tokio::test]
+    async fn an_expiry_for_another_command_changes_nothing() {
+        let mut execution = SagaExecution::new(remote_saga(), Trail::default());
+        execution
+            .execute(None, &env(), &mut Outbox::new())
+            .await
+            .expect("pauses");
+        let error = execution
+            .expire(Uuid::new_v4(), &env(), &mut Outbox::new())
+            .await
+            .expect_err("not awaited");
+        assert!(matches!(
+            error,
+            ExecutionError::ReplyRejected {
+                reason: ReplyRejection::NotWaiting,
+                ..
+            }
+        ));
+        assert_eq!(execution.status(), SagaStatus::Paused);
+    }
+}

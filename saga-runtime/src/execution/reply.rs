@@ -97,3 +97,75 @@ fn answered(steps: &[StepExecution], request: Uuid) -> bool {
                 .is_some_and(|inner| answered(&inner.steps, request))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::execution::testing::{Trail, env, local_saga, remote_saga, reply_to};
+    use crate::execution::{NoCheckpoint, Outbox};
+    use crate::message::SagaResponseStatus;
+
+    fn rejection(execution: &SagaExecution<Trail>, reply: &SagaResponse) -> Option<ReplyRejection> {
+        match execution.check_reply(reply) {
+            Ok(()) => None,
+            Err(ExecutionError::ReplyRejected { reason, .. }) => Some(reason),
+            Err(other) => panic!("a reply is accepted or rejected, got {other:?}"),
+        }
+    }
+
+    fn stray(id: Uuid) -> SagaResponse {
+        SagaResponse::new(id, Uuid::new_v4(), SagaResponseStatus::Success, &()).expect("encodes")
+    }
+
+    async fn run(execution: &mut SagaExecution<Trail>, reply: Option<SagaResponse>) {
+        execution
+            .execute_checkpointed(reply, &env(), &mut Outbox::new(), &mut NoCheckpoint)
+            .await
+            .expect("runs");
+    }
+
+    #[tokio::test]
+    async fn a_paused_execution_takes_only_the_reply_to_its_command() {
+        let mut execution = SagaExecution::new(remote_saga(), Trail::default());
+        run(&mut execution, None).await;
+        let awaited = reply_to(&execution, SagaResponseStatus::Success);
+        assert_eq!(rejection(&execution, &awaited), None);
+        assert_eq!(
+            rejection(&execution, &stray(execution.id())),
+            Some(ReplyRejection::UnknownRequest)
+        );
+        assert_eq!(
+            rejection(&execution, &stray(Uuid::new_v4())),
+            Some(ReplyRejection::WrongExecution)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reply_applied_once_is_a_duplicate_and_late_replies_change_nothing() {
+        let mut execution = SagaExecution::new(remote_saga(), Trail::default());
+        run(&mut execution, None).await;
+        let reply = reply_to(&execution, SagaResponseStatus::Success);
+        run(&mut execution, Some(reply.clone())).await;
+        assert_eq!(execution.status(), SagaStatus::Finished);
+        assert_eq!(
+            rejection(&execution, &reply),
+            Some(ReplyRejection::ExecutionEnded(SagaStatus::Finished))
+        );
+        // Not ended, not paused, and already answered: a duplicate.
+        execution.status = SagaStatus::Running;
+        assert_eq!(
+            rejection(&execution, &reply),
+            Some(ReplyRejection::Duplicate)
+        );
+    }
+
+    #[test]
+    fn an_execution_that_sent_nothing_waits_for_no_reply() {
+        let execution = SagaExecution::new(local_saga(), Trail::default());
+        assert_eq!(execution.waiting_request(), None);
+        assert_eq!(
+            rejection(&execution, &stray(execution.id())),
+            Some(ReplyRejection::NotWaiting)
+        );
+    }
+}

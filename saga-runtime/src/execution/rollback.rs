@@ -161,3 +161,84 @@ impl<C: Context> SagaExecution<C> {
         failed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definition::BoxFuture;
+    use crate::execution::testing::{Trail, env, local_saga};
+    use crate::execution::{CheckpointError, ErasedExecution};
+
+    /// A checkpoint that records the status of the first step at each save, and fails them all.
+    #[derive(Default)]
+    struct Refusing {
+        seen: Vec<StepStatus>,
+    }
+
+    impl Checkpoint for Refusing {
+        fn save<'a>(
+            &'a mut self,
+            execution: &'a mut dyn ErasedExecution,
+            _outbox: &'a mut Outbox,
+        ) -> BoxFuture<'a, Result<(), CheckpointError>> {
+            let typed = execution
+                .as_any()
+                .downcast_ref::<SagaExecution<Trail>>()
+                .expect("a trail saga");
+            self.seen.push(typed.steps()[0].status);
+            Box::pin(async { Err("the database is down".into()) })
+        }
+    }
+
+    async fn finished() -> SagaExecution<Trail> {
+        let mut execution = SagaExecution::new(local_saga(), Trail::default());
+        execution
+            .execute(None, &env(), &mut Outbox::new())
+            .await
+            .expect("finishes");
+        execution
+    }
+
+    #[tokio::test]
+    async fn a_compensation_whose_intent_cannot_be_saved_does_not_run() {
+        let mut execution = finished().await;
+        let mut checkpoint = Refusing::default();
+        let error = execution
+            .rollback_checkpointed(&env(), &mut Outbox::new(), &mut checkpoint)
+            .await
+            .expect_err("the compensation did not run");
+        assert!(
+            matches!(&error, ExecutionError::RollbackFailed { steps, .. } if steps == &["reserve"]),
+            "{error:?}"
+        );
+        assert_eq!(
+            checkpoint.seen,
+            [StepStatus::RunningOnFailure],
+            "the intent is saved with the step marked"
+        );
+        assert_eq!(execution.context().log, ["reserve"], "release never ran");
+        let step = &execution.steps()[0];
+        assert_eq!(step.status, StepStatus::ErroredOnFailure);
+        assert_eq!(
+            step.error.as_deref(),
+            Some("its compensation did not start: saving the intent failed: the database is down")
+        );
+        assert!(!execution.already_rollback());
+    }
+
+    #[tokio::test]
+    async fn a_rolled_back_execution_refuses_a_second_rollback() {
+        let mut execution = finished().await;
+        execution
+            .rollback(&env(), &mut Outbox::new())
+            .await
+            .expect("compensates");
+        assert_eq!(execution.status(), SagaStatus::Errored);
+        let error = execution
+            .rollback(&env(), &mut Outbox::new())
+            .await
+            .expect_err("a second rollback");
+        assert!(matches!(error, ExecutionError::AlreadyRolledBack { .. }));
+        assert_eq!(execution.context().log, ["reserve", "release"]);
+    }
+}

@@ -72,6 +72,29 @@ pub(crate) fn local_saga() -> Arc<SagaDefinition<Trail>> {
     )
 }
 
+/// Why `charge` fails.
+#[derive(Debug, thiserror::Error)]
+#[error("card declined")]
+pub(crate) struct Declined;
+
+async fn charge(_: &mut Trail) -> Result<(), StepError> {
+    Err(Declined.into())
+}
+
+/// `reserve` (local, undone by `release`), then `charge`, which fails with [`Declined`].
+pub(crate) fn failing_saga() -> Arc<SagaDefinition<Trail>> {
+    Arc::new(
+        Saga::new("declined")
+            .local_step("reserve")
+            .on_execute(reserve)
+            .on_failure(release)
+            .local_step("charge")
+            .on_execute(charge)
+            .commit()
+            .expect("a valid saga"),
+    )
+}
+
 /// The reply with `status` to the command `execution` waits for.
 pub(crate) fn reply_to(
     execution: &SagaExecution<Trail>,
