@@ -455,25 +455,20 @@ async fn a_failed_compensation_inside_a_sub_saga_is_named_in_the_raised_error() 
         .await
         .expect_err("the saga fails");
 
+    let message = error.to_string();
     let id = match error {
         SagaError::Execution(ExecutionError::StepFailed {
-            id,
-            step,
-            status,
-            cause,
-            compensation_failures,
+            id, step, status, ..
         }) => {
             assert_eq!(step, "route");
             assert_eq!(status, StepStatus::ErroredByOnExecute);
             assert!(
-                cause.to_string().contains("the card is declined"),
-                "the error says why the step failed: {cause}"
+                message.contains("the card is declined"),
+                "the error says why the step failed: {message}"
             );
             assert!(
-                compensation_failures
-                    .iter()
-                    .any(|step| step.contains("hold")),
-                "the error names the failed compensation: {compensation_failures:?}"
+                message.contains("compensation") && message.contains("hold"),
+                "the error names the failed compensation: {message}"
             );
             id
         }
