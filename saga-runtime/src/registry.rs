@@ -10,12 +10,15 @@
 //! Linking caveat: `inventory` only sees crates that are linked into the binary. A crate of sagas
 //! that the binary never references by name must be named with `use my_sagas as _;`.
 
+mod erased;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+pub(crate) use erased::{ErasedSaga, Typed};
+
 use crate::context::Context;
 use crate::definition::{Fingerprint, SagaDefinition};
-use crate::manager::{ErasedSaga, Typed};
 
 /// A saga known by its type: its definition is built once and shared.
 #[diagnostic::on_unimplemented(

@@ -30,6 +30,16 @@ impl StepError {
     pub fn source(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
         self.source.as_deref()
     }
+
+    /// The message and the cause, moved out.
+    pub(crate) fn into_parts(
+        self,
+    ) -> (
+        String,
+        Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) {
+        (self.message, self.source)
+    }
 }
 
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for StepError {

@@ -8,10 +8,12 @@ pub mod faulty;
 pub mod jobs;
 mod nats;
 mod postgres;
+mod reply_counts;
 pub mod shop;
 
 pub use nats::TestNats;
 pub use postgres::TestDatabase;
+pub use reply_counts::ReplyCounts;
 
 use std::sync::Arc;
 use std::time::Duration;

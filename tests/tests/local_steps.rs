@@ -320,11 +320,13 @@ async fn a_failing_on_execute_raises_step_failed_by_default() {
             id,
             step,
             status,
-            message,
+            cause,
+            compensation_failures,
         }) => {
             assert_eq!(step, "charge");
             assert_eq!(status, StepStatus::ErroredOnExecute);
-            assert_eq!(message, "card declined");
+            assert_eq!(cause.to_string(), "card declined");
+            assert!(compensation_failures.is_empty());
             id
         }
         other => panic!("expected StepFailed, got {other:?}"),
@@ -482,10 +484,11 @@ async fn a_panicking_handler_is_a_step_failure() {
     assert!(
         matches!(
             &error,
-            SagaError::Execution(ExecutionError::StepFailed { step, status, message, .. })
+            SagaError::Execution(ExecutionError::StepFailed { step, status, cause, compensation_failures, .. })
                 if step == "charge"
                     && *status == StepStatus::ErroredOnExecute
-                    && message == "handler panicked: boom"
+                    && cause.to_string() == "handler panicked: boom"
+                    && compensation_failures.is_empty()
         ),
         "{error:?}"
     );
@@ -552,15 +555,14 @@ async fn a_failing_compensation_is_recorded_and_the_others_still_run() {
         SagaError::Execution(ExecutionError::StepFailed {
             step,
             status,
-            message,
+            cause,
+            compensation_failures,
             ..
         }) => {
             assert_eq!(step, "ship");
             assert_eq!(status, StepStatus::ErroredOnExecute);
-            assert_eq!(
-                message,
-                "card declined; compensation also failed for charge"
-            );
+            assert_eq!(cause.to_string(), "card declined");
+            assert_eq!(compensation_failures, ["charge"]);
         }
         other => panic!("expected StepFailed, got {other:?}"),
     }

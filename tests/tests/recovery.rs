@@ -1050,7 +1050,9 @@ async fn a_reply_to_an_in_memory_copy_made_stale_by_another_instance_is_applied_
     let id = first.saga_id().expect("names its saga");
     assert_eq!(world.record(id).await.status, SagaStatus::Finished);
     match run.await.expect("no panic") {
-        Err(SagaError::Interrupted { reason, .. }) => assert!(reason.contains("another instance")),
+        Err(SagaError::Interrupted { reason, .. }) => {
+            assert!(reason.to_string().contains("another instance"));
+        }
         other => panic!("the waiting run hears that it was advanced elsewhere, got {other:?}"),
     }
 }

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use saga_runtime::broker::Broker;
 use saga_runtime::execution::{ExecutionRecord, ReplyRejection};
-use saga_runtime::manager::{ReplyOutcome, ReplyStats};
+use saga_runtime::manager::ReplyOutcome;
 use saga_runtime::message::{BrokerMessage, header};
 use saga_runtime::prelude::*;
 use saga_runtime::wiring::*;
-use saga_tests::{Harness, eventually, reply_to};
+use saga_tests::{Harness, ReplyCounts, eventually, reply_to};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -390,8 +390,8 @@ async fn two_concurrent_replies_through_the_broker_apply_once() {
     })
     .await;
     assert_eq!(
-        harness.manager.reply_stats(),
-        ReplyStats {
+        ReplyCounts::from(harness.manager.reply_stats()),
+        ReplyCounts {
             applied: 1,
             ignored: 1,
             unknown: 0,
@@ -454,8 +454,8 @@ async fn garbage_on_the_reply_topic_is_dead_lettered_and_counted_as_malformed() 
     // Counted as dead-lettered once set aside, after being counted as malformed.
     eventually(|| harness.manager.reply_stats().dead_lettered == count).await;
     assert_eq!(
-        harness.manager.reply_stats(),
-        ReplyStats {
+        ReplyCounts::from(harness.manager.reply_stats()),
+        ReplyCounts {
             applied: 0,
             ignored: 0,
             unknown: 0,
@@ -486,8 +486,8 @@ async fn garbage_on_the_reply_topic_is_dead_lettered_and_counted_as_malformed() 
     harness.broker.publish(valid).await.expect("published");
     eventually(|| harness.manager.reply_stats().applied == 1).await;
     assert_eq!(
-        harness.manager.reply_stats(),
-        ReplyStats {
+        ReplyCounts::from(harness.manager.reply_stats()),
+        ReplyCounts {
             applied: 1,
             ignored: 0,
             unknown: 0,
@@ -572,8 +572,8 @@ async fn a_valid_reply_through_the_broker_is_applied_by_the_listener() {
         .expect("published");
     eventually(|| harness.manager.reply_stats().ignored == 1).await;
     assert_eq!(
-        harness.manager.reply_stats(),
-        ReplyStats {
+        ReplyCounts::from(harness.manager.reply_stats()),
+        ReplyCounts {
             applied: 2,
             ignored: 1,
             unknown: 0,

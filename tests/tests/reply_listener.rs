@@ -18,11 +18,10 @@ use saga_runtime::broker::{
 };
 use saga_runtime::error::BrokerError;
 use saga_runtime::execution::ExecutionRecord;
-use saga_runtime::manager::ReplyStats;
 use saga_runtime::message::{BrokerMessage, header};
 use saga_runtime::prelude::*;
 use saga_runtime::wiring::*;
-use saga_tests::{TestNats, eventually, wait_until};
+use saga_tests::{ReplyCounts, TestNats, eventually, wait_until};
 use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
 use uuid::Uuid;
@@ -555,8 +554,8 @@ async fn shut_down(manager: &SagaManager) {
         .unwrap_or_else(|_| panic!("the manager stops within {PATIENCE:?}"));
 }
 
-fn stats(manager: &SagaManager) -> ReplyStats {
-    manager.reply_stats()
+fn stats(manager: &SagaManager) -> ReplyCounts {
+    manager.reply_stats().into()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -594,7 +593,7 @@ async fn a_payload_that_is_not_json_is_dead_lettered_and_changes_nothing() {
         letters[0].reason
     );
     // The broker set it aside before the manager saw it.
-    assert_eq!(stats(&world.manager), ReplyStats::default());
+    assert_eq!(stats(&world.manager), ReplyCounts::default());
     assert_eq!(world.record(id), before);
 
     // The listener goes on.
@@ -648,10 +647,10 @@ async fn messages_that_are_not_saga_replies_are_dead_lettered_and_counted_as_mal
     eventually(|| stats(&world.manager).dead_lettered == 3).await;
     assert_eq!(
         stats(&world.manager),
-        ReplyStats {
+        ReplyCounts {
             malformed: 3,
             dead_lettered: 3,
-            ..ReplyStats::default()
+            ..ReplyCounts::default()
         }
     );
     let reasons: HashMap<Uuid, String> = letters
@@ -698,9 +697,9 @@ async fn a_reply_for_an_unknown_execution_is_acknowledged_and_counted(backend: B
     assert_eq!(world.broker.settled(reply.id), [Settled::Acked]);
     assert_eq!(
         stats(&world.manager),
-        ReplyStats {
+        ReplyCounts {
             unknown: 1,
-            ..ReplyStats::default()
+            ..ReplyCounts::default()
         }
     );
     assert!(world.repository.is_empty());
@@ -735,10 +734,10 @@ async fn replies_that_are_not_awaited_are_acknowledged_and_counted_as_ignored(ba
 
     assert_eq!(
         stats(&world.manager),
-        ReplyStats {
+        ReplyCounts {
             applied: 2,
             ignored: 2,
-            ..ReplyStats::default()
+            ..ReplyCounts::default()
         }
     );
     assert_eq!(world.record(id), ended);
@@ -781,10 +780,10 @@ async fn the_same_reply_delivered_twice_advances_the_execution_once(backend: Bac
     .await;
     assert_eq!(
         stats(&world.manager),
-        ReplyStats {
+        ReplyCounts {
             applied: 1,
             ignored: 1,
-            ..ReplyStats::default()
+            ..ReplyCounts::default()
         }
     );
     let record = world.record(id);
@@ -840,9 +839,9 @@ async fn a_reply_published_with_its_command_is_not_lost(backend: Backend) {
     eventually(|| stats(&world.manager).applied == 4).await;
     assert_eq!(
         stats(&world.manager),
-        ReplyStats {
+        ReplyCounts {
             applied: 4,
-            ..ReplyStats::default()
+            ..ReplyCounts::default()
         }
     );
     world.assert_replies_all_settled().await;
@@ -870,10 +869,10 @@ async fn a_reply_whose_handling_can_never_succeed_is_dead_lettered(backend: Back
     eventually(|| stats(&world.manager).dead_lettered == 1).await;
     assert_eq!(
         stats(&world.manager),
-        ReplyStats {
+        ReplyCounts {
             failed: 1,
             dead_lettered: 1,
-            ..ReplyStats::default()
+            ..ReplyCounts::default()
         }
     );
     assert_eq!(
@@ -923,9 +922,9 @@ async fn shutdown_finishes_the_reply_in_hand_and_leaves_new_ones_to_the_next_ins
     assert_eq!(world.broker.settled(in_hand.id), [Settled::Acked]);
     assert_eq!(
         stats(&world.manager),
-        ReplyStats {
+        ReplyCounts {
             applied: 1,
-            ..ReplyStats::default()
+            ..ReplyCounts::default()
         }
     );
     // The later one is still with the broker, untouched.
@@ -951,9 +950,9 @@ async fn shutdown_finishes_the_reply_in_hand_and_leaves_new_ones_to_the_next_ins
     );
     assert_eq!(
         stats(&next),
-        ReplyStats {
+        ReplyCounts {
             applied: 1,
-            ..ReplyStats::default()
+            ..ReplyCounts::default()
         }
     );
     eventually(|| world.broker.settled(after.id).contains(&Settled::Acked)).await;

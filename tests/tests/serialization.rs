@@ -557,8 +557,11 @@ async fn an_errored_execution_round_trips_and_retries_only_the_failed_compensati
     assert!(
         matches!(
             &error,
-            ExecutionError::StepFailed { step, status: StepStatus::ErroredOnExecute, message, .. }
-                if step == "pay" && message == "no funds; compensation also failed for prepare"
+            ExecutionError::StepFailed {
+                step, status: StepStatus::ErroredOnExecute, cause, compensation_failures, ..
+            } if step == "pay"
+                && cause.to_string() == "no funds"
+                && compensation_failures == &["prepare"]
         ),
         "{error:?}"
     );

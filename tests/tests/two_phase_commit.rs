@@ -444,11 +444,16 @@ async fn assert_failed_commit(harness: &Harness, saga: Arc<SagaDefinition<Bookin
         .manager
         .run(Arc::clone(&saga), booking(), RunOptions::new().user("U"))
         .await;
-    let (id, message) = match result {
-        Err(SagaError::Execution(ExecutionError::CommitFailed { id, message })) => (id, message),
+    let (id, reason, rollback) = match result {
+        Err(SagaError::Execution(ExecutionError::CommitFailed {
+            id,
+            reason,
+            rollback,
+        })) => (id, reason, rollback),
         other => panic!("expected a failed commit, got {other:?}"),
     };
-    assert_eq!(message, "the reservation failed for ticket");
+    assert_eq!(reason.to_string(), "the reservation failed for ticket");
+    assert!(rollback.is_none(), "{rollback:?}");
 
     let mut expected = vec![
         command("CreateOrder", id, json!({ "item": "concert" })),

@@ -8,29 +8,32 @@
 
 use crate::definition::BoxFuture;
 
-use super::{Outbox, SagaExecution};
+use super::{ErasedExecution, Outbox};
+
+/// Why a checkpoint could not save the execution (the saver's own error, boxed).
+pub(crate) type CheckpointError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Saves an execution in the middle of an advance. `outbox` holds what the advance emitted so far;
 /// a saver that stores the execution publishes those messages after the store.
-pub(crate) trait Checkpoint<C>: Send {
+pub(crate) trait Checkpoint: Send {
     /// Saves `execution`; an error stops the compensation about to run (it is recorded as failed).
     fn save<'a>(
         &'a mut self,
-        execution: &'a mut SagaExecution<C>,
+        execution: &'a mut dyn ErasedExecution,
         outbox: &'a mut Outbox,
-    ) -> BoxFuture<'a, Result<(), String>>;
+    ) -> BoxFuture<'a, Result<(), CheckpointError>>;
 }
 
 /// No checkpoints: the in-memory engine API (`execute`, `rollback`, ...), whose caller stores the
 /// execution only when the call returns.
 pub(crate) struct NoCheckpoint;
 
-impl<C> Checkpoint<C> for NoCheckpoint {
+impl Checkpoint for NoCheckpoint {
     fn save<'a>(
         &'a mut self,
-        _execution: &'a mut SagaExecution<C>,
+        _execution: &'a mut dyn ErasedExecution,
         _outbox: &'a mut Outbox,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), CheckpointError>> {
         Box::pin(async { Ok(()) })
     }
 }

@@ -37,13 +37,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::{Driven, Hold, Inner, SagaError, Saver, Stored};
-use crate::context::Context;
-use crate::definition::SagaDefinition;
-use crate::error::{ExecutionError, RepositoryError};
-use crate::execution::{
-    ExecutionRecord, Outbox, Progress, SagaExecution, SagaStatus, TransactionState, now_ms,
-};
+use super::advance::Advanced;
+use super::expiry::time_left;
+use super::persist::{Hold, Saver, Stored};
+use super::{Inner, Interruption, SagaError};
+use crate::error::{ExecutionError, LoadError, RepositoryError};
+use crate::execution::{ExecutionRecord, Outbox, Progress, SagaStatus, TransactionState, now_ms};
+use crate::registry::ErasedSaga;
 
 /// What a recovery sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -122,7 +122,7 @@ impl fmt::Display for RecoveryReport {
 
 /// What recovery did with one execution.
 #[derive(Debug, Default)]
-pub(crate) struct Recovered {
+struct Recovered {
     action: Action,
     republished: usize,
     resent: bool,
@@ -180,7 +180,7 @@ impl Inner {
     async fn recover_one(self: &Arc<Self>, id: Uuid, report: &mut RecoveryReport) {
         report.examined += 1;
         let _guard = self.locks.lock(id).await;
-        if self.parked.shard(&id).contains_key(&id) {
+        if self.parked.contains(id) {
             // A run of this process waits for it: it is at rest and its timer is armed.
             return;
         }
@@ -200,8 +200,8 @@ impl Inner {
             report.held_elsewhere += 1;
             return;
         }
-        let Some(saga) = self.saga(&record.saga) else {
-            let error = crate::error::LoadError::UnknownSaga {
+        let Some(saga) = self.sagas.get(&record.saga) else {
+            let error = LoadError::UnknownSaga {
                 id,
                 saga: record.saga.clone(),
             };
@@ -209,7 +209,7 @@ impl Inner {
             report.failures.push((id, error.to_string()));
             return;
         };
-        match saga.recover(self, record).await {
+        match self.recover_execution(&*saga, record).await {
             Ok(recovered) => report.add(id, recovered),
             Err(error) => {
                 tracing::error!(saga.id = %id, %error, "recovering an execution failed");
@@ -218,10 +218,10 @@ impl Inner {
         }
     }
 
-    /// Recovers one stored execution of `definition` (see the module docs for the rule).
-    pub(super) async fn recover_execution<C: Context>(
+    /// Recovers one stored execution of `saga` (see the module docs for the rule).
+    async fn recover_execution(
         self: &Arc<Self>,
-        definition: &Arc<SagaDefinition<C>>,
+        saga: &dyn ErasedSaga,
         mut record: ExecutionRecord,
     ) -> Result<Recovered, SagaError> {
         let id = record.id;
@@ -229,7 +229,8 @@ impl Inner {
         let pending = std::mem::take(&mut record.pending);
         let held = record.owner.is_some();
         // Checked before anything is sent or stored: a changed definition leaves it untouched.
-        let mut execution = SagaExecution::from_record(Arc::clone(definition), record)?;
+        let mut execution = saga.load(record)?;
+        let execution = &mut *execution;
         let mut recovered = Recovered {
             republished: pending.len(),
             ..Recovered::default()
@@ -244,18 +245,18 @@ impl Inner {
 
         let env = &self.env;
         let mut outbox = Outbox::new();
-        let mut driven = Driven::default();
-        let autocommit = execution.settings.autocommit;
+        let mut advanced = Advanced::default();
+        let autocommit = execution.settings().autocommit;
         let status = execution.status();
         if execution.rollback_interrupted() {
             // Rule 2.
             recovered.interrupted = execution.settle_interrupted_compensations();
             // A commit that failed (by hand or not) rejects whatever it had reserved.
             let reject_on_failure = (autocommit && status != SagaStatus::Finished)
-                || execution.transaction == TransactionState::Committing;
-            self.store(&mut execution, &mut outbox, Hold::Keep).await?;
+                || execution.transaction() == TransactionState::Committing;
+            self.store(execution, &mut outbox, Hold::Keep).await?;
             let result = match execution
-                .rollback_checkpointed(env, &mut outbox, &mut Saver { inner: self })
+                .rollback(env, &mut outbox, &mut Saver { inner: self })
                 .await
             {
                 Ok(()) => Ok(Progress::Finished),
@@ -266,29 +267,29 @@ impl Inner {
                 }
                 Err(error) => Err(error),
             };
-            self.settle(
-                &mut execution,
+            self.conclude(
+                execution,
                 &mut outbox,
                 result,
                 reject_on_failure,
-                &mut driven,
+                &mut advanced,
             )
             .await?;
             recovered.action = Action::Compensated;
         } else if matches!(status, SagaStatus::Created | SagaStatus::Running) {
             // Rule 3.
-            self.store(&mut execution, &mut outbox, Hold::Keep).await?;
+            self.store(execution, &mut outbox, Hold::Keep).await?;
             let result = execution
-                .execute_checkpointed(None, env, &mut outbox, &mut Saver { inner: self })
+                .execute(None, env, &mut outbox, &mut Saver { inner: self })
                 .await;
-            self.settle(&mut execution, &mut outbox, result, autocommit, &mut driven)
+            self.conclude(execution, &mut outbox, result, autocommit, &mut advanced)
                 .await?;
             recovered.action = Action::Resumed;
         } else if status == SagaStatus::Finished
-            && execution.transaction == TransactionState::Committing
+            && execution.transaction() == TransactionState::Committing
         {
             // Rule 6.
-            driven.failure = self.commit(&mut execution, &mut outbox).await?;
+            advanced.failure = self.commit(execution, &mut outbox).await?;
             recovered.action = Action::Committed;
         } else if held {
             // Rules 4 and 7.
@@ -296,21 +297,17 @@ impl Inner {
             if status == SagaStatus::Paused {
                 match execution.resend_waiting(env, &mut outbox).await {
                     Ok(resent) => recovered.resent = resent,
-                    Err(message) => resend_failure = Some(message),
+                    Err(cause) => resend_failure = Some(cause),
                 }
             }
             // Released either way: a request that cannot be built again must not keep the
             // execution held (its deadline, if any, still ends the wait).
-            let stored = self
-                .store(&mut execution, &mut outbox, Hold::Release)
-                .await?;
+            let stored = self.store(execution, &mut outbox, Hold::Release).await?;
             self.publish(stored).await?;
-            if let Some(message) = resend_failure {
+            if let Some(cause) = resend_failure {
                 return Err(SagaError::Interrupted {
                     id,
-                    reason: format!(
-                        "released, but building the waiting command again failed: {message}"
-                    ),
+                    reason: Interruption::ResendFailed(cause),
                 });
             }
             recovered.action = Action::Released;
@@ -318,14 +315,13 @@ impl Inner {
         // Rule 5.
         if execution.status() == SagaStatus::Paused {
             if let (Some(deadline), Some(request)) =
-                (execution.deadline_ms, execution.waiting_request())
+                (execution.deadline_ms(), execution.waiting_request())
             {
-                let left = deadline.saturating_sub(now_ms());
-                self.schedule_expiry(id, request, Duration::from_millis(left));
+                self.schedule_expiry(id, request, time_left(deadline, now_ms()));
                 recovered.timer = true;
             }
         }
-        if let Some(failure) = driven.failure {
+        if let Some(failure) = advanced.failure {
             tracing::info!(saga.id = %id, %failure, "a recovered execution failed");
         }
         Ok(recovered)
