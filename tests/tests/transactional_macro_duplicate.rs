@@ -42,5 +42,5 @@ fn two_handlers_for_one_topic_are_an_error_naming_both() {
             .expect("file:line")
     });
     lines.sort();
-    assert_eq!(lines, ["11", "16"]);
+    assert_eq!(lines, ["12", "17"]);
 }
