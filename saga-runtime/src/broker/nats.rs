@@ -11,11 +11,13 @@ use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, AckKind};
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use tokio::task::JoinHandle;
 
-use super::{Acknowledge, Broker, DeadLetter, Delivery, DeliverySource, Subscription};
+use super::{Broker, DeadLetter, Delivery, DeliverySource, Subscription};
 use crate::error::BrokerError;
 use crate::message::BrokerMessage;
+
+mod ack;
+use ack::{NatsAcknowledge, keep_alive};
 
 /// The default limit on an encoded message: 1 MiB (the NATS server's default maximum payload).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
@@ -506,71 +508,6 @@ impl DeliverySource for Source {
                 Err(reason) => self.dead_letter(message, &reason).await,
             }
         }
-    }
-}
-
-/// Tells the server, every half ack wait, that `message` is still being handled, so that a
-/// delivery whose handling outlasts the ack wait (a reply that carries a saga through its
-/// two-phase commit, a command queued behind a slow one) is not handed to another subscriber
-/// meanwhile. Stops when the delivery is settled or dropped; a subscriber that dies stops it too,
-/// and the message then comes again after the ack wait.
-fn keep_alive(message: jetstream::Message, ack_wait: Duration) -> JoinHandle<()> {
-    let period = (ack_wait / 2).max(Duration::from_millis(50));
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(period).await;
-            if let Err(error) = message.ack_with(AckKind::Progress).await {
-                tracing::debug!(%error, "could not extend a delivery's ack wait");
-            }
-        }
-    })
-}
-
-/// Acknowledges a JetStream delivery: an ack waits for the server's confirmation, a nack asks for a
-/// redelivery after the delay, a dead letter is stored under the topic's dead letters, then acked.
-/// Until then, [`keep_alive`] extends its ack wait.
-struct NatsAcknowledge {
-    message: jetstream::Message,
-    inner: Arc<Inner>,
-    topic: String,
-    keep_alive: JoinHandle<()>,
-}
-
-impl Drop for NatsAcknowledge {
-    fn drop(&mut self) {
-        self.keep_alive.abort();
-    }
-}
-
-#[async_trait]
-impl Acknowledge for NatsAcknowledge {
-    async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
-        self.keep_alive.abort();
-        self.message.double_ack().await.map_err(boxed)
-    }
-
-    async fn nack(self: Box<Self>, _message: BrokerMessage) -> Result<(), BrokerError> {
-        self.keep_alive.abort();
-        self.message
-            .ack_with(AckKind::Nak(Some(self.inner.settings.redelivery_delay)))
-            .await
-            .map_err(boxed)
-    }
-
-    async fn dead_letter(
-        self: Box<Self>,
-        _message: BrokerMessage,
-        reason: String,
-    ) -> Result<(), BrokerError> {
-        tracing::warn!(topic = %self.topic, %reason, "dead-lettering a message at its subscriber's request");
-        self.keep_alive.abort();
-        let (message, inner, topic) = (
-            self.message.clone(),
-            Arc::clone(&self.inner),
-            self.topic.clone(),
-        );
-        drop(self);
-        inner.dead_letter(&topic, message, &reason).await
     }
 }
 
