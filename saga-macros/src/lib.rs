@@ -17,7 +17,7 @@
 //!   called at its path, a step on another context by a check trait the expansion declares with
 //!   its own message; a type that cannot be known is replaced by the error that explains it.
 //!
-//! UI tests of every rule: `tests/ui/macros` (run by `tests/tests/macros_ui.rs`).
+//! UI tests of every rule: `tests/ui/macros`, the `saga-ui-tests` package.
 
 mod attr;
 mod command;

@@ -54,6 +54,16 @@ impl SagaRegistration {
             erase: erase::<T>,
         }
     }
+
+    /// The saga type's path (`crate::module::Type`).
+    pub fn type_name(&self) -> &'static str {
+        (self.type_name)()
+    }
+
+    /// Where the type was declared (`file:line`).
+    pub fn location(&self) -> &'static str {
+        self.location
+    }
 }
 
 impl std::fmt::Debug for SagaRegistration {
@@ -108,13 +118,22 @@ impl Registry {
 
     /// Every saga type submitted with `inventory` in the crates linked into this binary.
     pub fn from_inventory() -> Result<Self, RegistryError> {
+        Self::from_inventory_where(|_| true)
+    }
+
+    /// As [`from_inventory`](Self::from_inventory), with only the submitted sagas `filter` accepts
+    /// (for a binary that holds the sagas of several services, e.g. by
+    /// [`type_name`](SagaRegistration::type_name) prefix). Two accepted sagas with one name are
+    /// refused.
+    pub fn from_inventory_where(
+        filter: impl Fn(&SagaRegistration) -> bool,
+    ) -> Result<Self, RegistryError> {
         let mut registry = Self::empty();
-        for registration in inventory::iter::<SagaRegistration> {
-            let origin = format!(
-                "{} at {}",
-                (registration.type_name)(),
-                registration.location
-            );
+        for registration in inventory::iter::<SagaRegistration>
+            .into_iter()
+            .filter(|r| filter(r))
+        {
+            let origin = format!("{} at {}", registration.type_name(), registration.location);
             registry.insert((registration.erase)(), origin)?;
         }
         Ok(registry)

@@ -189,6 +189,16 @@ pub fn summaries(messages: &[BrokerMessage]) -> Vec<Sent> {
     messages.iter().map(summary).collect()
 }
 
+/// The sagas submitted with `inventory` by the items of `module` (`module_path!()`) and its
+/// submodules: the registry a test module would gather if it were a binary of its own.
+pub fn module_registry(module: &str) -> Result<Registry, saga_runtime::registry::RegistryError> {
+    Registry::from_inventory_where(|saga| {
+        saga.type_name()
+            .strip_prefix(module)
+            .is_some_and(|rest| rest.starts_with("::"))
+    })
+}
+
 /// Headers from name/value pairs.
 pub fn headers(pairs: &[(&str, String)]) -> Headers {
     pairs

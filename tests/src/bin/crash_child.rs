@@ -1,4 +1,4 @@
-//! The child process of the crash matrix (`tests/crash_matrix.rs`).
+//! The child process of the crash matrix (`tests/integration/crash_matrix.rs`).
 //!
 //! Usage: `crash-child <target> <count> [local|2pc]`, the target being a SQLite file or a
 //! PostgreSQL URL (`postgres://...`); with PostgreSQL, `SAGA_CRASH_SCHEMA` names the schema that

@@ -1,4 +1,4 @@
-//! The child process of the service crash test (`tests/service_crash.rs`): one of three services
+//! The child process of the service crash test (`tests/integration/service_crash.rs`): one of three services
 //! of a shop, each a [`SagaService`] over NATS JetStream and PostgreSQL.
 //!
 //! Usage: `service-child order start <count>`, `service-child order recover`, `service-child

@@ -11,6 +11,7 @@ use saga_runtime::service::SagaService;
 use saga_runtime::service::{SERVICE_NAME_VARIABLE, ServiceError};
 use saga_runtime::transactional::CommandRegistration;
 use saga_runtime::wiring::*;
+use saga_tests::module_registry;
 use saga_tests::shop::{self, Order, Shop, order_saga};
 
 /// The payment service's handlers, as `#[transactional_command]` declares them.
@@ -79,10 +80,23 @@ mod twice {
     }
 }
 
+/// The sagas declared in this file, as a service in a binary of its own would find them.
+fn sagas() -> Registry {
+    module_registry(module_path!()).expect("unique saga names")
+}
+
+/// The name the test harness knows test `name` of this file by (its path without the crate).
+fn test_path(name: &str) -> String {
+    let module = module_path!()
+        .split_once("::")
+        .map_or("", |(_, module)| module);
+    format!("{module}::{name}")
+}
+
 /// The handlers declared in module `name` of this file.
 fn module(name: &'static str) -> impl Fn(&CommandRegistration) -> bool + Send + 'static {
-    let suffix = format!("::{name}");
-    move |command| command.module_path().ends_with(&suffix)
+    let path = format!("{}::{name}", module_path!());
+    move |command| command.module_path() == path
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,12 +307,13 @@ async fn two_order_instances_share_a_repository_and_a_reply_consumer_through_a_t
 #[tokio::test]
 async fn a_service_needs_a_name() {
     for name in ["", "  "] {
-        match SagaService::builder(name).start().await {
+        match SagaService::builder(name).registry(sagas()).start().await {
             Err(ServiceError::MissingName) => {}
             other => panic!("expected MissingName for {name:?}, got {other:?}"),
         }
     }
     let service = SagaService::builder("billing")
+        .registry(sagas())
         .commands(|_| false)
         .start()
         .await
@@ -323,7 +338,12 @@ async fn from_env_reads_the_service_name() {
     match (SagaService::from_env(), expected) {
         (Err(ServiceError::MissingName), None) => {}
         (Ok(builder), Some(expected)) => {
-            let service = builder.commands(|_| false).start().await.expect("starts");
+            let service = builder
+                .registry(sagas())
+                .commands(|_| false)
+                .start()
+                .await
+                .expect("starts");
             assert_eq!(service.name(), expected);
             service.shutdown().await;
         }
@@ -345,7 +365,11 @@ fn the_service_name_comes_from_the_environment() {
     ] {
         let mut child = std::process::Command::new(&test);
         child
-            .args(["--exact", "from_env_reads_the_service_name", "--quiet"])
+            .args([
+                "--exact",
+                &test_path("from_env_reads_the_service_name"),
+                "--quiet",
+            ])
             .env("SAGA_TEST_EXPECTED_NAME", expected);
         match value {
             Some(value) => child.env(SERVICE_NAME_VARIABLE, value),
@@ -365,6 +389,7 @@ fn the_service_name_comes_from_the_environment() {
 #[tokio::test]
 async fn two_handlers_of_one_topic_are_refused() {
     match SagaService::builder("twice")
+        .registry(sagas())
         .commands(module("twice"))
         .start()
         .await

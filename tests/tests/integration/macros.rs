@@ -6,7 +6,7 @@ use std::sync::Arc;
 use saga_runtime::definition::Branch;
 use saga_runtime::prelude::*;
 use saga_runtime::wiring::*;
-use saga_tests::Harness;
+use saga_tests::{Harness, module_registry};
 use serde_json::json;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -173,7 +173,7 @@ async fn a_macro_condition_gets_its_parameters() {
 
 #[test]
 fn macro_sagas_register_themselves() {
-    let registry = Registry::from_inventory().expect("unique names");
+    let registry = module_registry(module_path!()).expect("unique names");
     assert_eq!(
         registry.names().collect::<Vec<_>>(),
         [

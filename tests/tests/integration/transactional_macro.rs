@@ -104,11 +104,16 @@ async fn registered_handlers_commit_and_reject_through_their_callbacks() {
     let harness = Harness::new().await;
     let _order = harness.accepting(&["order"]).await;
     let store = Arc::new(InMemoryParticipantStore::new());
-    let stock = TransactionalParticipant::from_inventory("stock", harness.shared_broker(), store)
-        .expect("one handler per topic")
-        .spawn()
-        .await
-        .expect("stock starts");
+    let stock = TransactionalParticipant::from_inventory_where(
+        "stock",
+        harness.shared_broker(),
+        store,
+        |command| command.module_path() == module_path!(),
+    )
+    .expect("one handler per topic")
+    .spawn()
+    .await
+    .expect("stock starts");
 
     let finished = harness
         .manager

@@ -476,13 +476,18 @@ impl World {
     async fn assert_replies_all_settled(&self) {
         match &self.backend {
             Backend::InProcess(broker) => assert_eq!(broker.backlog(REPLIES), 0),
+            // The listener counts a reply before its acknowledgement reaches the server, so the
+            // consumer is asked until it agrees.
             Backend::Nats { nats, .. } => {
-                let info = reply_consumer_info(nats).await;
-                assert_eq!(
-                    (info.num_pending, info.num_ack_pending),
-                    (0, 0),
-                    "nothing of the reply topic is pending or awaits its acknowledgement"
-                );
+                wait_until(
+                    PATIENCE,
+                    "nothing of the reply topic is pending or awaits its acknowledgement",
+                    || async {
+                        let info = reply_consumer_info(nats).await;
+                        (info.num_pending, info.num_ack_pending) == (0, 0)
+                    },
+                )
+                .await;
             }
         }
     }

@@ -4,7 +4,7 @@
 //! refused by a saga whose steps changed.
 //!
 //! Almost every saga here is named `ship-parcel`, on purpose: the name is part of the fingerprint,
-//! so only sagas with one name show that the steps alone change it. That is why this binary never
+//! so only sagas with one name show that the steps alone change it. That is why this module never
 //! gathers its sagas with `Registry::from_inventory` (which refuses a shared name); the registries
 //! below are built by hand.
 

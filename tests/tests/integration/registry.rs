@@ -10,7 +10,7 @@ use saga_runtime::manager::ReplyOutcome;
 use saga_runtime::prelude::*;
 use saga_runtime::registry::RegistryError;
 use saga_runtime::wiring::*;
-use saga_tests::{Harness, reply_to};
+use saga_tests::{Harness, module_registry, reply_to};
 use serde_json::json;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -103,12 +103,12 @@ impl SagaType for BookTicketAgain {
     }
 }
 
-inventory::submit! { SagaRegistration::new::<BookTicket>("tests/tests/registry.rs:book") }
-inventory::submit! { SagaRegistration::new::<AuditTicket>("tests/tests/registry.rs:audit") }
+inventory::submit! { SagaRegistration::new::<BookTicket>("tests/tests/integration/registry.rs:book") }
+inventory::submit! { SagaRegistration::new::<AuditTicket>("tests/tests/integration/registry.rs:audit") }
 
 #[test]
 fn the_inventory_registry_holds_every_submitted_saga_sorted_by_name() {
-    let registry = Registry::from_inventory().expect("no duplicate names");
+    let registry = module_registry(module_path!()).expect("no duplicate names");
     assert_eq!(
         registry.names().collect::<Vec<_>>(),
         ["audit-ticket", "book-ticket"]
@@ -178,7 +178,7 @@ async fn a_manager_resumes_stored_executions_of_the_sagas_in_its_registry() {
     // ... another one, sharing its storage, that never ran it, resumes it through the registry.
     let resumer = SagaManager::builder("order")
         .shared_repository(first.repository.clone())
-        .registry(Registry::from_inventory().expect("registry"))
+        .registry(module_registry(module_path!()).expect("registry"))
         .build()
         .await
         .expect("starts");

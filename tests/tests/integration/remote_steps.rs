@@ -18,8 +18,8 @@ use saga_runtime::prelude::*;
 use saga_runtime::wiring::*;
 use saga_testkit::ScriptedParticipant;
 use saga_tests::{
-    Harness, SERVICE, Sent, assert_same_definition, command, load, reply_to, summaries,
-    transaction, with_both_definitions,
+    Harness, SERVICE, Sent, assert_same_definition, command, load, module_registry, reply_to,
+    summaries, transaction, with_both_definitions,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -902,9 +902,9 @@ async fn a_stored_execution_of_the_macro_saga_is_resumed_by_name_through_the_reg
     assert_eq!(harness.repository.raw(id), before);
     assert_eq!(harness.sent_topics(), ["CreateOrder"]);
 
-    // ... one that never ran it, with the sagas of this binary in its registry, resumes and
+    // ... one that never ran it, with the sagas of this module in its registry, resumes and
     // finishes it.
-    let registry = Registry::from_inventory()?;
+    let registry = module_registry(module_path!())?;
     assert_eq!(registry.names().collect::<Vec<_>>(), ["book-ticket"]);
     assert_eq!(
         registry.fingerprint("book-ticket"),

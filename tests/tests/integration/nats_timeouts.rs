@@ -27,6 +27,7 @@ async fn order(db: &TestDatabase, nats: &TestNats, instance: &str) -> SagaServic
                 .with_definition(jobs::remote_saga())
                 .expect("one saga"),
         )
+        .commands(|_| false)
         .manager({
             let instance = instance.to_owned();
             move |manager| manager.instance(instance).lease(Duration::from_millis(500))
