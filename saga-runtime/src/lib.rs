@@ -43,7 +43,7 @@
 //! ```
 //!
 //! Sagas are usually declared with the attribute macros [`saga`], [`local_step`] and
-//! [`remote_step`] (see the README); the builder above makes the same definitions at run time.
+//! [`remote_step`] (see the README; how they behave is in the [`manual`]); the builder above makes the same definitions at run time.
 //!
 //! # Architecture
 //!
@@ -162,6 +162,10 @@ pub use saga_macros::saga;
 /// The handler and the callbacks are checked there, at their paths.
 #[cfg(feature = "macros")]
 pub use saga_macros::transactional_command;
+
+pub mod manual {
+    #![doc = include_str!("../docs/manual.md")]
+}
 
 /// The README's examples, compiled as doctests so that they stay true.
 #[cfg(doctest)]

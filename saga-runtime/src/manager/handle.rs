@@ -110,7 +110,7 @@ impl SagaManager {
     /// Runs one recovery sweep now (the manager also runs one when it is built and then one per
     /// lease period, unless [`SagaManagerBuilder::recover_on_start`] turned them off) and reports
     /// what it did. What recovery does with each kind of execution is described in the crate's
-    /// README (section "Durability and recovery").
+    /// manual (chapter "Durability and recovery").
     pub async fn recover(&self) -> RecoveryReport {
         self.inner.recover().await
     }

@@ -1,5 +1,5 @@
 //! Recovery after a stop: each rule of the recovery (see `saga_runtime::manager::RecoveryReport`
-//! and the README's "Durability and recovery") on an execution left in the state a stop at that
+//! and the manual's "Durability and recovery") on an execution left in the state a stop at that
 //! point leaves, plus leases between instances, reloading after a lost race, the storage back-off
 //! and executions that cannot be recovered.
 //!
