@@ -39,7 +39,7 @@ async fn participant(
 ) -> Result<SagaService, Box<dyn std::error::Error>> {
     let module = format!("::{name}");
     Ok(SagaService::builder(name)
-        .shared_broker(Arc::clone(broker))
+        .broker(Arc::clone(broker))
         .participant_store(SqliteParticipantStore::open(store).await?)
         .registry(Registry::empty())
         .commands(move |command| command.module_path().ends_with(&module))
@@ -72,7 +72,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let payment = participant("payment", &shared, &beside("payment")).await?;
     let stock = participant("stock", &shared, &beside("stock")).await?;
     let order = SagaService::builder("order")
-        .shared_broker(Arc::clone(&shared))
+        .broker(Arc::clone(&shared))
         .repository(SqliteRepository::open(&database).await?)
         .participant_store(SqliteParticipantStore::open(&database).await?)
         .commands(|command| command.module_path().ends_with("::order"))

@@ -70,10 +70,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .on_failure(refund)
             .commit()?,
     );
-    let manager = SagaManager::builder("order")
-        .shared_broker(broker)
-        .build()
-        .await?;
+    let manager = SagaManager::builder("order").broker(broker).build().await?;
     let order = Order {
         amount: 4200,
         ..Order::default()

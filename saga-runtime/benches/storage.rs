@@ -418,8 +418,8 @@ async fn run_executions(
         .await
         .expect("participant");
     let manager = SagaManager::builder("order")
-        .shared_broker(broker)
-        .shared_repository(Arc::clone(stores) as _)
+        .broker(broker)
+        .repository(Arc::clone(stores))
         .build()
         .await
         .expect("manager");

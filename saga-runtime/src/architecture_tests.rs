@@ -9,6 +9,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("context", 0),
     ("message", 0),
     ("step_error", 0),
+    ("shared", 0),
     ("definition", 1),
     ("execution", 2),
     ("shard", 2),

@@ -21,7 +21,8 @@ use crate::message::{BrokerMessage, SagaResponseStatus, header};
 
 /// One phase of the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+#[cfg_attr(feature = "testkit", visibility::make(pub))]
+pub(crate) enum Phase {
     /// Ask each participant to reserve the tentative work.
     Reserve,
     /// Make it final.
@@ -40,14 +41,16 @@ impl Phase {
     }
 
     /// The topic of this phase for `service`: `_{Phase}{Title(service)}Transaction`.
-    pub fn topic(self, service: &str) -> String {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn topic(self, service: &str) -> String {
         format!("_{}{}Transaction", self.verb(), title_case(service))
     }
 }
 
 /// Python's `str.title()`: the first letter of every run of letters upper-cased, the rest lower-cased
 /// (`order-service` -> `Order-Service`, `myService` -> `Myservice`, `order2ship` -> `Order2Ship`).
-pub fn title_case(text: &str) -> String {
+#[cfg_attr(feature = "testkit", visibility::make(pub))]
+pub(crate) fn title_case(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut previous_is_letter = false;
     for ch in text.chars() {
@@ -69,7 +72,8 @@ pub fn title_case(text: &str) -> String {
 /// Why a commit failed. The transactions were rejected.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum CommitError {
+#[cfg_attr(feature = "testkit", visibility::make(pub))]
+pub(crate) enum CommitError {
     /// Some participants refused the reservation or did not answer in time.
     #[error("the reservation failed for {}", .services.join(", "))]
     ReservationFailed {
@@ -83,7 +87,8 @@ pub enum CommitError {
 
 /// What a completed phase learned.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PhaseReport {
+#[cfg_attr(feature = "testkit", visibility::make(pub))]
+pub(crate) struct PhaseReport {
     /// The services that answered SUCCESS.
     pub accepted: Vec<String>,
     /// The services that answered otherwise.
@@ -94,14 +99,16 @@ pub struct PhaseReport {
 
 impl PhaseReport {
     /// Whether every participant answered SUCCESS.
-    pub fn all_accepted(&self) -> bool {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn all_accepted(&self) -> bool {
         self.refused.is_empty() && self.unanswered.is_empty()
     }
 }
 
 /// Runs the two-phase commit for executions of one service.
 #[derive(Clone)]
-pub struct TransactionCommitter {
+#[cfg_attr(feature = "testkit", visibility::make(pub))]
+pub(crate) struct TransactionCommitter {
     broker: Arc<dyn Broker>,
     reply_topic: String,
     timeout: Duration,
@@ -118,7 +125,8 @@ impl std::fmt::Debug for TransactionCommitter {
 
 impl TransactionCommitter {
     /// A committer for service `service` that waits `timeout` for each phase's answers.
-    pub fn new(broker: Arc<dyn Broker>, service: &str, timeout: Duration) -> Self {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn new(broker: Arc<dyn Broker>, service: &str, timeout: Duration) -> Self {
         Self {
             broker,
             reply_topic: format!("{service}Reply"),
@@ -128,7 +136,8 @@ impl TransactionCommitter {
 
     /// Reserves every transaction, then commits them all or, if any reservation fails, rejects them
     /// all and fails.
-    pub async fn commit(
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) async fn commit(
         &self,
         transactions: &[(Uuid, String)],
     ) -> Result<PhaseReport, CommitError> {
@@ -152,7 +161,8 @@ impl TransactionCommitter {
     }
 
     /// Rejects every transaction.
-    pub async fn reject(
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) async fn reject(
         &self,
         transactions: &[(Uuid, String)],
     ) -> Result<PhaseReport, CommitError> {
@@ -168,7 +178,8 @@ impl TransactionCommitter {
     }
 
     /// Sends one phase's message to every transaction and collects the answers.
-    pub async fn phase(
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) async fn phase(
         &self,
         phase: Phase,
         transactions: &[(Uuid, String)],
@@ -183,7 +194,8 @@ impl TransactionCommitter {
     /// Builds one phase's messages and subscribes to where their answers arrive, without sending
     /// anything: the caller stores the messages with its decision first, then publishes them, then
     /// [`collect`](Self::collect)s the answers.
-    pub async fn prepare(
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) async fn prepare(
         &self,
         phase: Phase,
         transactions: &[(Uuid, String)],
@@ -219,7 +231,8 @@ impl TransactionCommitter {
     }
 
     /// Waits (up to the timeout) for the answers to a prepared phase whose messages were sent.
-    pub async fn collect(&self, prepared: PreparedPhase) -> PhaseReport {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) async fn collect(&self, prepared: PreparedPhase) -> PhaseReport {
         let PreparedPhase {
             reply_topic,
             subscription,
@@ -263,7 +276,8 @@ impl TransactionCommitter {
 
 /// One phase of the two-phase commit, built but not sent (see [`TransactionCommitter::prepare`]).
 #[derive(Debug)]
-pub struct PreparedPhase {
+#[cfg_attr(feature = "testkit", visibility::make(pub))]
+pub(crate) struct PreparedPhase {
     reply_topic: String,
     subscription: Option<Subscription>,
     messages: Vec<BrokerMessage>,
@@ -272,7 +286,8 @@ pub struct PreparedPhase {
 
 impl PreparedPhase {
     /// Takes the messages to send (once; later calls return none).
-    pub fn take_messages(&mut self) -> Vec<BrokerMessage> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn take_messages(&mut self) -> Vec<BrokerMessage> {
         std::mem::take(&mut self.messages)
     }
 }

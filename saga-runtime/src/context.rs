@@ -97,7 +97,8 @@ impl SagaContext {
     }
 
     /// The raw JSON value under `key`.
-    pub fn get_raw(&self, key: &str) -> Option<&Value> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn get_raw(&self, key: &str) -> Option<&Value> {
         self.values.get(key)
     }
 

@@ -52,7 +52,7 @@
 //!
 //! | layer | modules | owns |
 //! | --- | --- | --- |
-//! | vocabulary | [`context`], [`message`], `step_error` | the context traits, the wire envelope and its headers, a step's error |
+//! | vocabulary | [`context`], [`message`], `step_error`, `shared` | the context traits, the wire envelope and its headers, a step's error, what builders accept for a shared port |
 //! | model | [`definition`] | the builder, the validated immutable definition, its fingerprint |
 //! | engine | [`execution`] | the state machine: run, pause, resume, compensate; the stored form of an execution; nothing of I/O |
 //! | ports | [`broker`], [`repository`], `participant_store`, `sql` | the transport and storage traits with their implementations (the participant store's trait is re-exported by [`transactional`]); `sql` is the one SQL core behind the SQLite and PostgreSQL stores of both the repository and the participant store |
@@ -65,10 +65,20 @@
 //! support (conformance suites, a scripted participant, fault wrappers) is the `saga-testkit`
 //! crate, not this one.
 
+// Without `testkit`, what only the test suites drive is crate-private and partly unused; the
+// workspace builds with `testkit`, where these lints hold everywhere.
+#![cfg_attr(
+    not(feature = "testkit"),
+    allow(dead_code, unreachable_pub, unused_imports)
+)]
+
 #[cfg(test)]
 mod architecture_tests;
 pub mod broker;
+#[cfg(feature = "testkit")]
 pub mod committer;
+#[cfg(not(feature = "testkit"))]
+mod committer;
 pub mod context;
 pub mod definition;
 pub mod error;
@@ -83,6 +93,7 @@ pub mod repository;
 pub mod request_scope;
 pub mod service;
 mod shard;
+mod shared;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 mod step_def;
@@ -91,11 +102,13 @@ pub mod transactional;
 
 // What a saga author names, at the root as well as in the prelude (generated code and hand-written
 // expansions refer to these paths).
-pub use context::{Context, SagaContext};
-pub use definition::{DefinitionError, IntoDefinition, Saga, SagaDefinition};
-pub use message::{SagaRequest, SagaResponse, SagaResponseStatus};
-pub use registry::SagaType;
-pub use step_error::StepError;
+pub use crate::{
+    context::{Context, SagaContext},
+    definition::{DefinitionError, IntoDefinition, Saga, SagaDefinition},
+    message::{SagaRequest, SagaResponse, SagaResponseStatus},
+    registry::SagaType,
+    step_error::StepError,
+};
 
 /// Turns an `async fn(&mut Context) -> Result<(), StepError>` into a local saga step.
 ///
@@ -170,25 +183,27 @@ pub mod manual {
 /// The README's examples, compiled as doctests so that they stay true.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;
+struct ReadmeDoctests;
 
 /// What generated code refers to. Not a public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
-    pub use std::sync::{Arc, OnceLock};
+    pub use {
+        inventory,
+        std::sync::{Arc, OnceLock},
+    };
 
-    /// The crash points of a `fault-injection` build (re-exported by `saga-testkit`).
-    pub use crate::faults::POINTS as CRASH_POINTS;
-
-    pub use inventory;
-
-    pub use crate::context::Context;
-    pub use crate::definition::{Saga, SagaDefinition};
-    pub use crate::error::StepError;
-    pub use crate::message::{SagaRequest, SagaResponse};
-    pub use crate::registry::{SagaRegistration, SagaType};
-    pub use crate::step_def::*;
-    pub use crate::transactional::{CommandRegistration, TransactionalParticipantBuilder};
+    pub use crate::{
+        context::Context,
+        definition::{Saga, SagaDefinition},
+        // The crash points of a `fault-injection` build (re-exported by `saga-testkit`).
+        faults::POINTS as CRASH_POINTS,
+        message::{SagaRequest, SagaResponse},
+        registry::{SagaRegistration, SagaType},
+        step_def::*,
+        step_error::StepError,
+        transactional::{CommandRegistration, TransactionalParticipantBuilder},
+    };
 }
 
 /// What a saga author writes: the macros, the context traits, the builder, steps' requests and
@@ -211,20 +226,19 @@ pub mod prelude {
 pub mod wiring {
     #[cfg(feature = "nats")]
     pub use crate::broker::NatsBroker;
-    pub use crate::broker::{Broker, InProcessBroker};
-    pub use crate::error::ExecutionError;
-    pub use crate::execution::{SagaExecution, SagaStatus, StepStatus};
-    pub use crate::manager::{RunOptions, RunOutcome, SagaError, SagaManager};
-    pub use crate::registry::Registry;
+    pub use crate::{
+        broker::{Broker, InProcessBroker},
+        error::ExecutionError,
+        execution::{SagaExecution, SagaStatus, StepStatus},
+        manager::{RunOptions, RunOutcome, SagaError, SagaManager},
+        registry::Registry,
+        repository::{BatchingRepository, InMemoryRepository, SagaExecutionRepository},
+        service::{SagaService, ServiceError},
+        shared::Shared,
+        transactional::{InMemoryParticipantStore, TransactionalParticipant},
+    };
     #[cfg(feature = "postgres")]
-    pub use crate::repository::PostgresRepository;
+    pub use crate::{repository::PostgresRepository, transactional::PostgresParticipantStore};
     #[cfg(feature = "sqlite")]
-    pub use crate::repository::SqliteRepository;
-    pub use crate::repository::{BatchingRepository, InMemoryRepository, SagaExecutionRepository};
-    pub use crate::service::{SagaService, ServiceError};
-    #[cfg(feature = "postgres")]
-    pub use crate::transactional::PostgresParticipantStore;
-    #[cfg(feature = "sqlite")]
-    pub use crate::transactional::SqliteParticipantStore;
-    pub use crate::transactional::{InMemoryParticipantStore, TransactionalParticipant};
+    pub use crate::{repository::SqliteRepository, transactional::SqliteParticipantStore};
 }

@@ -14,19 +14,26 @@ use crate::step_error::StepError;
 pub type Headers = BTreeMap<String, String>;
 
 /// Names of the headers the saga protocol uses.
-pub mod header {
+#[cfg_attr(feature = "testkit", visibility::make(pub))]
+pub(crate) mod header {
     /// The saga execution id a command belongs to (and a reply answers).
-    pub const SAGA: &str = "saga";
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) const SAGA: &str = "saga";
     /// The acting user.
-    pub const USER: &str = "user";
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) const USER: &str = "user";
     /// The transaction ids a command runs in, outermost first, comma-separated.
-    pub const TRANSACTIONS: &str = "transactions";
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) const TRANSACTIONS: &str = "transactions";
     /// The services that joined the transaction, comma-separated.
-    pub const RELATED_SERVICES: &str = "related_services";
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) const RELATED_SERVICES: &str = "related_services";
     /// The transaction a reserve/commit/reject message or its reply is about.
-    pub const TRANSACTION: &str = "transaction";
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) const TRANSACTION: &str = "transaction";
     /// The service that answers a reserve/commit/reject message.
-    pub const SERVICE: &str = "service";
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) const SERVICE: &str = "service";
 }
 
 /// A command a remote step sends: the target topic and its content.
@@ -57,17 +64,20 @@ impl SagaRequest {
     }
 
     /// The command topic.
-    pub fn target(&self) -> &str {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn target(&self) -> &str {
         &self.target
     }
 
     /// The content, decoded as a `T`.
-    pub fn content<T: DeserializeOwned>(&self) -> Result<T, StepError> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn content<T: DeserializeOwned>(&self) -> Result<T, StepError> {
         Ok(T::deserialize(&self.content)?)
     }
 
     /// The raw content.
-    pub fn raw_content(&self) -> &Value {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn raw_content(&self) -> &Value {
         &self.content
     }
 
@@ -90,7 +100,8 @@ pub enum SagaResponseStatus {
 
 impl SagaResponseStatus {
     /// The numeric code.
-    pub fn code(self) -> u16 {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn code(self) -> u16 {
         self.into()
     }
 }
@@ -149,7 +160,8 @@ impl SagaResponse {
 
     /// Adds services to the set of services that joined the transaction.
     #[must_use]
-    pub fn with_related_services<I, S>(mut self, services: I) -> Self
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn with_related_services<I, S>(mut self, services: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -160,7 +172,8 @@ impl SagaResponse {
     }
 
     /// Reads a reply from the envelope it arrived in.
-    pub fn from_message(message: &BrokerMessage) -> Result<Self, MessageError> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn from_message(message: &BrokerMessage) -> Result<Self, MessageError> {
         let saga = message.saga_id()?;
         let request = message
             .correlation_id
@@ -180,12 +193,14 @@ impl SagaResponse {
     }
 
     /// The saga execution this reply is for.
-    pub fn saga(&self) -> Uuid {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn saga(&self) -> Uuid {
         self.saga
     }
 
     /// The id of the command this reply answers.
-    pub fn request(&self) -> Uuid {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn request(&self) -> Uuid {
         self.request
     }
 
@@ -200,7 +215,8 @@ impl SagaResponse {
     }
 
     /// The services the participant reports as having joined the transaction.
-    pub fn related_services(&self) -> &BTreeSet<String> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn related_services(&self) -> &BTreeSet<String> {
         &self.related_services
     }
 
@@ -210,7 +226,8 @@ impl SagaResponse {
     }
 
     /// The raw content.
-    pub fn raw_content(&self) -> &Value {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn raw_content(&self) -> &Value {
         &self.content
     }
 }
@@ -266,7 +283,8 @@ impl BrokerMessage {
 
     /// Sets the reply topic.
     #[must_use]
-    pub fn with_reply_to(mut self, topic: impl Into<String>) -> Self {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn with_reply_to(mut self, topic: impl Into<String>) -> Self {
         self.reply_to = Some(topic.into());
         self
     }
@@ -275,7 +293,8 @@ impl BrokerMessage {
     /// carrying its `saga` and `transaction` headers and `related_services` with `service` added.
     ///
     /// Returns `None` when the message names no reply topic.
-    pub fn reply(
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn reply(
         &self,
         service: &str,
         status: SagaResponseStatus,
@@ -306,7 +325,8 @@ impl BrokerMessage {
     }
 
     /// The `saga` header as an execution id.
-    pub fn saga_id(&self) -> Result<Uuid, MessageError> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn saga_id(&self) -> Result<Uuid, MessageError> {
         let value = self
             .headers
             .get(header::SAGA)
@@ -322,7 +342,8 @@ impl BrokerMessage {
     }
 
     /// The `related_services` header as a set (empty when absent).
-    pub fn related_services(&self) -> BTreeSet<String> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn related_services(&self) -> BTreeSet<String> {
         self.headers
             .get(header::RELATED_SERVICES)
             .map(|value| split_services(value))
@@ -333,7 +354,7 @@ impl BrokerMessage {
 /// The `transactions` header of `message` as ids, outermost first; `None` when absent, empty or
 /// malformed (one id that does not parse spoils the whole header: running a command in the wrong
 /// transaction would be worse than refusing it).
-pub fn parse_transactions(message: &BrokerMessage) -> Option<Vec<Uuid>> {
+pub(crate) fn parse_transactions(message: &BrokerMessage) -> Option<Vec<Uuid>> {
     let value = message.headers.get(header::TRANSACTIONS)?;
     let ids = value
         .split(',')

@@ -148,6 +148,8 @@ pub trait ParticipantStore: Send + Sync + 'static {
     }
 }
 
+crate::shared::shared_port!(ParticipantStore);
+
 #[derive(Debug, Clone)]
 struct Reservation {
     /// `None`: reserved; `Some`: refused by this conflict.

@@ -56,12 +56,14 @@ impl SagaRegistration {
     }
 
     /// The saga type's path (`crate::module::Type`).
-    pub fn type_name(&self) -> &'static str {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn type_name(&self) -> &'static str {
         (self.type_name)()
     }
 
     /// Where the type was declared (`file:line`).
-    pub fn location(&self) -> &'static str {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn location(&self) -> &'static str {
         self.location
     }
 }
@@ -147,7 +149,8 @@ impl Registry {
     }
 
     /// Adds a saga assembled at run time.
-    pub fn with_definition<C: Context>(
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn with_definition<C: Context>(
         mut self,
         definition: Arc<SagaDefinition<C>>,
     ) -> Result<Self, RegistryError> {
@@ -162,12 +165,14 @@ impl Registry {
     }
 
     /// The number of sagas.
-    pub fn len(&self) -> usize {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn len(&self) -> usize {
         self.sagas.len()
     }
 
     /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn is_empty(&self) -> bool {
         self.sagas.is_empty()
     }
 

@@ -41,7 +41,8 @@ impl RequestHeaders {
     }
 
     /// A copy of the headers.
-    pub fn snapshot(&self) -> Headers {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn snapshot(&self) -> Headers {
         self.headers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -49,7 +50,7 @@ impl RequestHeaders {
     }
 
     /// Adds `services` to the `related_services` header.
-    pub fn add_related_services(&self, services: &BTreeSet<String>) {
+    pub(crate) fn add_related_services(&self, services: &BTreeSet<String>) {
         let mut headers = self.headers.lock().unwrap_or_else(PoisonError::into_inner);
         let mut related = headers
             .get(header::RELATED_SERVICES)

@@ -36,13 +36,15 @@ use crate::error::BrokerError;
 use crate::manager::{SagaError, SagaManager, SagaManagerBuilder};
 use crate::registry::{Registry, RegistryError};
 use crate::repository::{InMemoryRepository, SagaExecutionRepository};
+use crate::shared::Shared;
 use crate::transactional::{
     CommandRegistration, DuplicateTopic, InMemoryParticipantStore, ParticipantStore,
     TransactionalParticipant, TransactionalParticipantBuilder,
 };
 
 /// The environment variable [`SagaService::from_env`] reads the service name from.
-pub const SERVICE_NAME_VARIABLE: &str = "SAGA_SERVICE_NAME";
+#[cfg_attr(feature = "testkit", visibility::make(pub))]
+pub(crate) const SERVICE_NAME_VARIABLE: &str = "SAGA_SERVICE_NAME";
 
 /// Why a service did not start.
 #[derive(Debug, thiserror::Error)]
@@ -87,38 +89,26 @@ impl SagaServiceBuilder {
     /// Where the executions of the sagas it runs are stored (default: in memory, lost with the
     /// process; `SqliteRepository` is the embedded durable choice, `PostgresRepository` the one
     /// several instances share).
-    pub fn repository(self, repository: impl SagaExecutionRepository) -> Self {
-        self.shared_repository(Arc::new(repository))
-    }
-
-    /// The repository, shared.
-    pub fn shared_repository(mut self, repository: Arc<dyn SagaExecutionRepository>) -> Self {
-        self.repository = Some(repository);
+    /// A repository, or one shared as an `Arc`.
+    pub fn repository(mut self, repository: impl Shared<dyn SagaExecutionRepository>) -> Self {
+        self.repository = Some(repository.into_shared());
         self
     }
 
     /// The broker it speaks through (default: a new [`InProcessBroker`], which reaches only this
-    /// process).
-    pub fn broker(self, broker: impl Broker) -> Self {
-        self.shared_broker(Arc::new(broker))
-    }
-
-    /// The broker, shared (several services of one process on one in-process broker).
-    pub fn shared_broker(mut self, broker: Arc<dyn Broker>) -> Self {
-        self.broker = Some(broker);
+    /// process). A broker, or one shared as an `Arc` (several services of one process on one
+    /// in-process broker).
+    pub fn broker(mut self, broker: impl Shared<dyn Broker>) -> Self {
+        self.broker = Some(broker.into_shared());
         self
     }
 
     /// Where its transactional commands keep their staged effects until their transaction settles
     /// (default: in memory; a participant that must keep its tentative work across a restart gives
     /// `SqliteParticipantStore` or `PostgresParticipantStore`).
-    pub fn participant_store(self, store: impl ParticipantStore) -> Self {
-        self.shared_participant_store(Arc::new(store))
-    }
-
-    /// The participant store, shared.
-    pub fn shared_participant_store(mut self, store: Arc<dyn ParticipantStore>) -> Self {
-        self.participant_store = Some(store);
+    /// A store, or one shared as an `Arc`.
+    pub fn participant_store(mut self, store: impl Shared<dyn ParticipantStore>) -> Self {
+        self.participant_store = Some(store.into_shared());
         self
     }
 
@@ -205,8 +195,8 @@ impl SagaServiceBuilder {
             .await?;
 
         let manager = SagaManager::builder(&self.name)
-            .shared_broker(broker)
-            .shared_repository(repository)
+            .broker(broker)
+            .repository(repository)
             .registry(registry);
         let manager = match self
             .manager
@@ -264,7 +254,8 @@ impl SagaService {
     }
 
     /// The service name.
-    pub fn name(&self) -> &str {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
@@ -291,7 +282,7 @@ impl SagaService {
 }
 
 /// The service name from the environment variable `SAGA_SERVICE_NAME`.
-pub fn service_name_from_env() -> Result<String, ServiceError> {
+pub(crate) fn service_name_from_env() -> Result<String, ServiceError> {
     std::env::var(SERVICE_NAME_VARIABLE)
         .ok()
         .map(|name| name.trim().to_owned())

@@ -50,8 +50,8 @@ impl Harness {
         let broker = InProcessBroker::with_history();
         let repository = Arc::new(InMemoryRepository::new());
         let manager = SagaManager::builder(SERVICE)
-            .shared_broker(Arc::new(broker.clone()))
-            .shared_repository(repository.clone())
+            .broker(Arc::new(broker.clone()))
+            .repository(repository.clone())
             .commit_timeout(timeout)
             .build()
             .await
@@ -64,13 +64,13 @@ impl Harness {
     }
 
     /// The broker as a trait object, to start participants on it.
-    pub fn shared_broker(&self) -> Arc<dyn Broker> {
+    pub fn broker(&self) -> Arc<dyn Broker> {
         Arc::new(self.broker.clone())
     }
 
     /// Starts building a participant on the harness's broker.
     pub fn participant(&self, service: &str) -> ScriptedParticipantBuilder {
-        ScriptedParticipant::builder(service, self.shared_broker())
+        ScriptedParticipant::builder(service, self.broker())
     }
 
     /// Starts participants that accept every reservation for each of `services`.

@@ -3,8 +3,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use saga_runtime::repository::{PostgresRepository, PostgresRepositoryBuilder};
-use saga_runtime::transactional::{PostgresParticipantStore, PostgresParticipantStoreBuilder};
+use saga_runtime::repository::{PostgresBuilder, PostgresRepository};
+use saga_runtime::transactional::PostgresParticipantStore;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use uuid::Uuid;
@@ -100,7 +100,7 @@ impl TestDatabase {
     }
 
     /// A repository builder on the test's schema.
-    pub fn builder(&self) -> PostgresRepositoryBuilder {
+    pub fn builder(&self) -> PostgresBuilder<PostgresRepository> {
         PostgresRepository::builder(&self.url).schema(&self.schema)
     }
 
@@ -113,7 +113,7 @@ impl TestDatabase {
     }
 
     /// A participant store builder on the test's schema.
-    pub fn participant_builder(&self) -> PostgresParticipantStoreBuilder {
+    pub fn participant_builder(&self) -> PostgresBuilder<PostgresParticipantStore> {
         PostgresParticipantStore::builder(&self.url).schema(&self.schema)
     }
 

@@ -320,11 +320,11 @@ impl Shop {
         repository: Option<Arc<dyn SagaExecutionRepository>>,
     ) -> SagaServiceBuilder {
         let builder = SagaService::builder(name)
-            .shared_broker(broker)
-            .shared_participant_store(self.participant_store(name).await)
+            .broker(broker)
+            .participant_store(self.participant_store(name).await)
             .commands(|_| false);
         match repository {
-            Some(repository) => builder.shared_repository(repository).registry(
+            Some(repository) => builder.repository(repository).registry(
                 Registry::empty()
                     .with_definition(order_saga())
                     .expect("one saga"),

@@ -22,7 +22,7 @@ async fn the_manager_rides_out_cut_connections_and_a_server_restart() {
     };
     let repository: Arc<dyn SagaExecutionRepository> = Arc::new(db.repository().await);
     let manager = SagaManager::builder("order")
-        .shared_repository(Arc::clone(&repository))
+        .repository(Arc::clone(&repository))
         .registry(
             Registry::empty()
                 .with_definition(local_saga())

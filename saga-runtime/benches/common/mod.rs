@@ -347,7 +347,7 @@ async fn remote() -> Vec<Figure> {
         .await
         .expect("participant");
     let manager = SagaManager::builder("order")
-        .shared_broker(broker)
+        .broker(broker)
         .build()
         .await
         .expect("manager");

@@ -29,10 +29,12 @@ pub struct InProcessBroker {
 }
 
 /// How long a nacked delivery waits before it is delivered again.
-pub const REDELIVERY_DELAY: Duration = Duration::from_millis(100);
+#[cfg_attr(feature = "testkit", visibility::make(pub))]
+pub(crate) const REDELIVERY_DELAY: Duration = Duration::from_millis(100);
 
 /// How many dead letters the in-process broker keeps per topic; older ones are dropped.
-pub const MAX_DEAD_LETTERS: usize = 1024;
+#[cfg_attr(feature = "testkit", visibility::make(pub))]
+pub(crate) const MAX_DEAD_LETTERS: usize = 1024;
 
 #[derive(Default)]
 struct Inner {
@@ -104,7 +106,8 @@ impl InProcessBroker {
     }
 
     /// The number of messages waiting on `topic` for a subscriber.
-    pub fn backlog(&self, topic: &str) -> usize {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn backlog(&self, topic: &str) -> usize {
         self.inner
             .existing(topic)
             .map_or(0, |topic| lock(&topic).backlog.len())
@@ -120,7 +123,8 @@ impl InProcessBroker {
     }
 
     /// The number of topics with subscribers or a backlog.
-    pub fn topic_count(&self) -> usize {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn topic_count(&self) -> usize {
         self.inner
             .topics
             .read()

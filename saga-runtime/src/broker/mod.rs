@@ -16,14 +16,16 @@ mod nats;
 
 use async_trait::async_trait;
 
-pub use in_process::{InProcessBroker, MAX_DEAD_LETTERS, REDELIVERY_DELAY};
 #[cfg(feature = "nats")]
-pub use nats::{
-    DEAD_LETTER_REASON, DEAD_LETTER_TOPIC, DEFAULT_MAX_MESSAGE_BYTES, NatsBroker, NatsBrokerBuilder,
-};
+pub use self::nats::{NatsBroker, NatsBrokerBuilder};
+pub use self::{error::BrokerError, in_process::InProcessBroker};
+#[cfg_attr(feature = "testkit", visibility::make(pub))]
+pub(crate) use in_process::{MAX_DEAD_LETTERS, REDELIVERY_DELAY};
+#[cfg(feature = "nats")]
+#[cfg_attr(feature = "testkit", visibility::make(pub))]
+pub(crate) use nats::{DEAD_LETTER_REASON, DEAD_LETTER_TOPIC};
 
 use crate::message::BrokerMessage;
-pub use error::BrokerError;
 
 /// Publish/subscribe transport for saga messages.
 #[async_trait]
@@ -42,6 +44,8 @@ pub trait Broker: Send + Sync + 'static {
         self.subscribe(topic).await
     }
 }
+
+crate::shared::shared_port!(Broker);
 
 /// Where a subscription's deliveries come from; implemented by each broker.
 #[async_trait]
@@ -130,7 +134,8 @@ pub struct Delivery {
 
 impl Delivery {
     /// A delivery that needs no acknowledgement.
-    pub fn unacknowledged(message: BrokerMessage) -> Self {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn unacknowledged(message: BrokerMessage) -> Self {
         Self {
             message,
             acknowledge: None,
@@ -151,7 +156,8 @@ impl Delivery {
     }
 
     /// Takes the message out, acknowledging nothing.
-    pub fn into_message(self) -> BrokerMessage {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn into_message(self) -> BrokerMessage {
         self.message
     }
 

@@ -20,13 +20,15 @@ mod ack;
 use ack::{NatsAcknowledge, keep_alive};
 
 /// The default limit on an encoded message: 1 MiB (the NATS server's default maximum payload).
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
+pub(crate) const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
 
 /// The header of a dead letter that says why it was set aside.
-pub const DEAD_LETTER_REASON: &str = "Saga-Dead-Letter-Reason";
+#[cfg_attr(feature = "testkit", visibility::make(pub))]
+pub(crate) const DEAD_LETTER_REASON: &str = "Saga-Dead-Letter-Reason";
 
 /// The header of a dead letter that names the topic it was published on.
-pub const DEAD_LETTER_TOPIC: &str = "Saga-Dead-Letter-Topic";
+#[cfg_attr(feature = "testkit", visibility::make(pub))]
+pub(crate) const DEAD_LETTER_TOPIC: &str = "Saga-Dead-Letter-Topic";
 
 /// A broker on NATS JetStream.
 ///
@@ -205,18 +207,14 @@ impl NatsBroker {
         Self::builder(url).connect().await
     }
 
-    /// The name of the stream (the sanitized prefix).
-    pub fn stream_name(&self) -> &str {
-        &self.inner.settings.prefix
-    }
-
     /// The subject `topic` is published on.
-    pub fn subject(&self, topic: &str) -> String {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn subject(&self, topic: &str) -> String {
         format!("{}.{}", self.inner.settings.prefix, sanitize(topic))
     }
 
     /// The subject the dead letters of `topic` are published on.
-    pub fn dead_letter_subject(&self, topic: &str) -> String {
+    pub(crate) fn dead_letter_subject(&self, topic: &str) -> String {
         format!("{}.dead.{}", self.inner.settings.prefix, sanitize(topic))
     }
 

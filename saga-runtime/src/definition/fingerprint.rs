@@ -23,12 +23,14 @@ impl Fingerprint {
     }
 
     /// A fingerprint from its raw value (as stored).
-    pub fn from_value(value: u64) -> Self {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn from_value(value: u64) -> Self {
         Self(value)
     }
 
     /// The raw value.
-    pub fn value(self) -> u64 {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn value(self) -> u64 {
         self.0
     }
 }

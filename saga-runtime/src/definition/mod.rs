@@ -16,15 +16,19 @@ mod steps;
 use std::fmt;
 use std::sync::Arc;
 
-pub use builder::{ConditionalStepBuilder, LocalStepBuilder, RemoteStepBuilder, Saga};
-pub use error::DefinitionError;
-pub use fingerprint::Fingerprint;
-pub use handler::{
-    BoxFuture, ConditionFn, ConditionFnWith, LocalFn, LocalFnWith, ReplyFn, ReplyFnWith, RequestFn,
-    RequestFnWith,
+pub use self::{
+    builder::{ConditionalStepBuilder, LocalStepBuilder, RemoteStepBuilder, Saga},
+    error::DefinitionError,
+    fingerprint::Fingerprint,
+    handler::{
+        BoxFuture, ConditionFn, ConditionFnWith, LocalFn, LocalFnWith, ReplyFn, ReplyFnWith,
+        RequestFn, RequestFnWith,
+    },
+    steps::{ConditionalStep, LocalStep, RemoteStep, StepDefinition, StepKind},
 };
+#[cfg_attr(feature = "testkit", visibility::make(pub))]
+pub(crate) use steps::Branch;
 pub(crate) use steps::IfThen;
-pub use steps::{Branch, ConditionalStep, LocalStep, RemoteStep, StepDefinition, StepKind};
 
 /// A validated, immutable saga definition.
 pub struct SagaDefinition<C> {

@@ -158,7 +158,8 @@ impl<C> ConditionalStep<C> {
 /// The alternative a conditional step chose, remembered so that it is never re-evaluated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Branch {
+#[cfg_attr(feature = "testkit", visibility::make(pub))]
+pub(crate) enum Branch {
     /// The `if_then` alternative at this index.
     If(usize),
     /// The `else_then` alternative.

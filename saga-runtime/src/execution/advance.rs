@@ -13,7 +13,8 @@ use crate::message::SagaResponse;
 
 /// Where an [`execute`](SagaExecution::execute) call left the execution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Progress {
+#[cfg_attr(feature = "testkit", visibility::make(pub))]
+pub(crate) enum Progress {
     /// A remote step sent its command and waits for the reply.
     Paused,
     /// Every step completed.
@@ -26,7 +27,8 @@ impl<C: Context> SagaExecution<C> {
     /// A step failure compensates the executed steps (their messages go to `outbox`) and returns
     /// [`ExecutionError::StepFailed`] with the execution `errored`. A reply that does not fit (late,
     /// duplicate, for another command) returns [`ExecutionError::ReplyRejected`] and changes nothing.
-    pub async fn execute(
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) async fn execute(
         &mut self,
         reply: Option<SagaResponse>,
         env: &ExecutionEnv,
@@ -61,7 +63,8 @@ impl<C: Context> SagaExecution<C> {
     /// Fails the paused step because its reply did not come in time (only if it still waits for
     /// command `request`): the step compensates itself (the participant may have acted), then the
     /// saga compensates the earlier steps. Returns [`ExecutionError::StepFailed`] when it did.
-    pub async fn expire(
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) async fn expire(
         &mut self,
         request: Uuid,
         env: &ExecutionEnv,

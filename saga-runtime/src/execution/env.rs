@@ -3,14 +3,16 @@
 /// Who runs the execution: the service name (it joins every transaction it runs) and the topic
 /// replies to its commands go to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecutionEnv {
+#[cfg_attr(feature = "testkit", visibility::make(pub))]
+pub(crate) struct ExecutionEnv {
     service: String,
     reply_topic: String,
 }
 
 impl ExecutionEnv {
     /// The environment of service `service`; replies go to `{service}Reply`.
-    pub fn new(service: impl Into<String>) -> Self {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn new(service: impl Into<String>) -> Self {
         let service = service.into();
         let reply_topic = format!("{service}Reply");
         Self {
@@ -20,12 +22,14 @@ impl ExecutionEnv {
     }
 
     /// The service name.
-    pub fn service(&self) -> &str {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn service(&self) -> &str {
         &self.service
     }
 
     /// The reply topic.
-    pub fn reply_topic(&self) -> &str {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn reply_topic(&self) -> &str {
         &self.reply_topic
     }
 }

@@ -36,20 +36,21 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
-pub use advance::Progress;
+#[cfg_attr(feature = "testkit", visibility::make(pub))]
+pub(crate) use self::{advance::Progress, env::ExecutionEnv, outbox::Outbox, step::InnerExecution};
+pub use self::{
+    error::{ExecutionError, LoadError},
+    failure::StepFailure,
+    record::ExecutionRecord,
+    reply::ReplyRejection,
+    status::{SagaStatus, StepStatus},
+    step::StepExecution,
+    transaction::TransactionState,
+};
 #[cfg(test)]
 pub(crate) use checkpoint::NoCheckpoint;
 pub(crate) use checkpoint::{Checkpoint, CheckpointError};
-pub use env::ExecutionEnv;
 pub(crate) use erased::ErasedExecution;
-pub use error::{ExecutionError, LoadError};
-pub use failure::StepFailure;
-pub use outbox::Outbox;
-pub use record::ExecutionRecord;
-pub use reply::ReplyRejection;
-pub use status::{SagaStatus, StepStatus};
-pub use step::{InnerExecution, StepExecution};
-pub use transaction::TransactionState;
 
 use crate::context::Context;
 use crate::definition::{IntoDefinition, SagaDefinition};
@@ -95,7 +96,8 @@ pub struct SagaExecution<C> {
 
 impl<C: Context> SagaExecution<C> {
     /// A new execution (status `created`) of `definition` with a fresh id.
-    pub fn new(definition: impl IntoDefinition<C>, context: C) -> Self {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn new(definition: impl IntoDefinition<C>, context: C) -> Self {
         let now = now_ms();
         Self {
             definition: definition.into_definition(),
@@ -118,14 +120,16 @@ impl<C: Context> SagaExecution<C> {
 
     /// Sets the id (before the execution runs).
     #[must_use]
-    pub fn with_id(mut self, id: Uuid) -> Self {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn with_id(mut self, id: Uuid) -> Self {
         self.id = id;
         self
     }
 
     /// Sets the acting user, sent as the `user` header of every command.
     #[must_use]
-    pub fn with_user(mut self, user: impl Into<String>) -> Self {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn with_user(mut self, user: impl Into<String>) -> Self {
         self.user = Some(user.into());
         self
     }
@@ -133,7 +137,8 @@ impl<C: Context> SagaExecution<C> {
     /// Sets the headers of the message being handled when the saga started; commands inherit them
     /// (their `transactions` header nests this execution's id inside the inherited ones).
     #[must_use]
-    pub fn with_inherited_headers(mut self, mut headers: Headers) -> Self {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn with_inherited_headers(mut self, mut headers: Headers) -> Self {
         headers.remove(header::RELATED_SERVICES);
         self.headers = headers;
         self
@@ -162,12 +167,14 @@ impl<C> SagaExecution<C> {
     }
 
     /// The context, to change it before the execution runs.
-    pub fn context_mut(&mut self) -> &mut C {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn context_mut(&mut self) -> &mut C {
         &mut self.context
     }
 
     /// Takes the context out.
-    pub fn into_context(self) -> C {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn into_context(self) -> C {
         self.context
     }
 
@@ -182,21 +189,24 @@ impl<C> SagaExecution<C> {
     }
 
     /// The steps that completed (status `finished`).
-    pub fn executed_steps(&self) -> impl Iterator<Item = &StepExecution> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn executed_steps(&self) -> impl Iterator<Item = &StepExecution> {
         self.steps
             .iter()
             .filter(|step| step.status == StepStatus::Finished)
     }
 
     /// The step that waits for a reply.
-    pub fn paused_step(&self) -> Option<&StepExecution> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn paused_step(&self) -> Option<&StepExecution> {
         self.steps
             .last()
             .filter(|step| step.status == StepStatus::PausedByOnExecute)
     }
 
     /// Whether the execution was compensated.
-    pub fn already_rollback(&self) -> bool {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn already_rollback(&self) -> bool {
         self.already_rollback
     }
 
@@ -206,17 +216,20 @@ impl<C> SagaExecution<C> {
     }
 
     /// The inherited headers.
-    pub fn inherited_headers(&self) -> &Headers {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn inherited_headers(&self) -> &Headers {
         &self.headers
     }
 
     /// Where its transaction stands.
-    pub fn transaction(&self) -> TransactionState {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn transaction(&self) -> TransactionState {
         self.transaction
     }
 
     /// The version of the stored copy this execution was loaded from (0: never stored).
-    pub fn version(&self) -> u64 {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn version(&self) -> u64 {
         self.version
     }
 

@@ -4,28 +4,33 @@ use crate::message::BrokerMessage;
 
 /// The messages an execution emitted, in order, waiting to be published.
 #[derive(Debug, Default)]
-pub struct Outbox {
+#[cfg_attr(feature = "testkit", visibility::make(pub))]
+pub(crate) struct Outbox {
     messages: Vec<BrokerMessage>,
 }
 
 impl Outbox {
     /// An empty outbox.
-    pub fn new() -> Self {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// The pending messages.
-    pub fn messages(&self) -> &[BrokerMessage] {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn messages(&self) -> &[BrokerMessage] {
         &self.messages
     }
 
     /// Takes the pending messages out.
-    pub fn drain(&mut self) -> Vec<BrokerMessage> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn drain(&mut self) -> Vec<BrokerMessage> {
         std::mem::take(&mut self.messages)
     }
 
     /// Whether nothing is pending.
-    pub fn is_empty(&self) -> bool {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn is_empty(&self) -> bool {
         self.messages.is_empty()
     }
 

@@ -92,7 +92,8 @@ impl ExecutionRecord {
     }
 
     /// The context decoded as a `T`.
-    pub fn context<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn context<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_str(self.context.get())
     }
 
@@ -109,7 +110,8 @@ impl ExecutionRecord {
     }
 
     /// Whether start-up recovery still has work once the pending messages are published.
-    pub fn needs_recovery_once_published(&self) -> bool {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn needs_recovery_once_published(&self) -> bool {
         matches!(self.status, SagaStatus::Created | SagaStatus::Running)
             || self.transaction == TransactionState::Committing
             || (self.status == SagaStatus::Paused && self.deadline_ms.is_some())
@@ -117,7 +119,8 @@ impl ExecutionRecord {
     }
 
     /// Whether the execution commits on success and rejects on failure.
-    pub fn autocommit(&self) -> bool {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn autocommit(&self) -> bool {
         self.settings.autocommit
     }
 

@@ -41,7 +41,8 @@ impl std::fmt::Display for ReplyRejection {
 
 impl<C> SagaExecution<C> {
     /// The command a remote step (possibly inside a conditional) waits for the reply to.
-    pub fn waiting_request(&self) -> Option<Uuid> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn waiting_request(&self) -> Option<Uuid> {
         fn find(steps: &[StepExecution]) -> Option<Uuid> {
             let last = steps.last()?;
             if last.status != StepStatus::PausedByOnExecute {

@@ -13,7 +13,8 @@ impl<C: Context> SagaExecution<C> {
     /// `errored`. A second rollback is an error and emits nothing. A failing compensation is recorded
     /// on its step, the others still run, and the result is [`ExecutionError::RollbackFailed`]; a
     /// later rollback retries only the failed ones.
-    pub async fn rollback(
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) async fn rollback(
         &mut self,
         env: &ExecutionEnv,
         outbox: &mut Outbox,
@@ -57,7 +58,8 @@ impl<C: Context> SagaExecution<C> {
     /// (never started, or failed before completing: its own `on_failure` does not run then), or if
     /// it was already compensated. A remote step waiting for its reply can be compensated: its
     /// command was sent.
-    pub async fn rollback_step(
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) async fn rollback_step(
         &mut self,
         name: &str,
         env: &ExecutionEnv,

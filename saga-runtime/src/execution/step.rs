@@ -69,22 +69,26 @@ impl StepExecution {
     }
 
     /// The services that joined the transaction through this step.
-    pub fn related_services(&self) -> &BTreeSet<String> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn related_services(&self) -> &BTreeSet<String> {
         &self.related_services
     }
 
     /// The id of the command a remote step sent.
-    pub fn request_id(&self) -> Option<Uuid> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn request_id(&self) -> Option<Uuid> {
         self.request_id
     }
 
     /// The alternative a conditional step chose.
-    pub fn branch(&self) -> Option<Branch> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn branch(&self) -> Option<Branch> {
         self.branch
     }
 
     /// The sub-saga execution of a conditional step.
-    pub fn inner(&self) -> Option<&InnerExecution> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn inner(&self) -> Option<&InnerExecution> {
         self.inner.as_ref()
     }
 
@@ -97,7 +101,8 @@ impl StepExecution {
 /// The execution of a conditional step's sub-saga. It shares the outer execution's id, user and
 /// context; it has its own status and steps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InnerExecution {
+#[cfg_attr(feature = "testkit", visibility::make(pub))]
+pub(crate) struct InnerExecution {
     pub(crate) id: Uuid,
     pub(crate) saga: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,32 +115,38 @@ pub struct InnerExecution {
 
 impl InnerExecution {
     /// The id (the outer execution's).
-    pub fn id(&self) -> Uuid {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn id(&self) -> Uuid {
         self.id
     }
 
     /// The sub-saga's name.
-    pub fn saga(&self) -> &str {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn saga(&self) -> &str {
         &self.saga
     }
 
     /// The acting user (the outer execution's).
-    pub fn user(&self) -> Option<&str> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn user(&self) -> Option<&str> {
         self.user.as_deref()
     }
 
     /// The sub-saga's status.
-    pub fn status(&self) -> SagaStatus {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn status(&self) -> SagaStatus {
         self.status
     }
 
     /// The sub-saga's step executions.
-    pub fn steps(&self) -> &[StepExecution] {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn steps(&self) -> &[StepExecution] {
         &self.steps
     }
 
     /// Whether the sub-saga was compensated.
-    pub fn already_rollback(&self) -> bool {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn already_rollback(&self) -> bool {
         self.already_rollback
     }
 }

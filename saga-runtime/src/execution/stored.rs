@@ -8,7 +8,8 @@ use crate::message::Headers;
 
 impl<C: Context> SagaExecution<C> {
     /// The stored form.
-    pub fn to_record(&self) -> Result<ExecutionRecord, serde_json::Error> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn to_record(&self) -> Result<ExecutionRecord, serde_json::Error> {
         let mut record = self.record_without_steps()?;
         record.steps = self.steps.clone();
         record.headers = self.headers.clone();
@@ -59,7 +60,8 @@ impl<C: Context> SagaExecution<C> {
 
     /// Rebuilds an execution from its stored form, checking that it belongs to `definition`: same
     /// saga name, same fingerprint, and step executions that match the definition's steps.
-    pub fn from_record(
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn from_record(
         definition: impl IntoDefinition<C>,
         record: ExecutionRecord,
     ) -> Result<Self, LoadError> {
@@ -89,12 +91,17 @@ impl<C: Context> SagaExecution<C> {
     }
 
     /// The stored form as JSON.
-    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn to_json(&self) -> Result<String, serde_json::Error> {
         Ok(self.to_record()?.to_json())
     }
 
     /// Rebuilds an execution from JSON written by [`to_json`](Self::to_json).
-    pub fn from_json(definition: impl IntoDefinition<C>, json: &str) -> Result<Self, LoadError> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn from_json(
+        definition: impl IntoDefinition<C>,
+        json: &str,
+    ) -> Result<Self, LoadError> {
         let record = ExecutionRecord::from_json(json)?;
         Self::from_record(definition, record)
     }

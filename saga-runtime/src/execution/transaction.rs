@@ -27,7 +27,8 @@ impl<C> SagaExecution<C> {
     /// service related to a step, recursing into conditional sub-sagas; sorted and deduplicated.
     ///
     /// A step that failed after its participant acted is included (its participants must be rejected).
-    pub fn transactions(&self, env: &ExecutionEnv) -> Vec<(Uuid, String)> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn transactions(&self, env: &ExecutionEnv) -> Vec<(Uuid, String)> {
         fn collect(id: Uuid, steps: &[StepExecution], out: &mut BTreeSet<(Uuid, String)>) {
             for step in steps {
                 if let Some(inner) = &step.inner {
@@ -45,7 +46,8 @@ impl<C> SagaExecution<C> {
     }
 
     /// The services that joined the transaction (the service names of [`transactions`](Self::transactions)).
-    pub fn related_services(&self, env: &ExecutionEnv) -> BTreeSet<String> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn related_services(&self, env: &ExecutionEnv) -> BTreeSet<String> {
         self.transactions(env)
             .into_iter()
             .map(|(_, service)| service)

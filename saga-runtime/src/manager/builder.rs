@@ -14,6 +14,7 @@ use crate::committer::TransactionCommitter;
 use crate::execution::ExecutionEnv;
 use crate::registry::Registry;
 use crate::repository::{InMemoryRepository, SagaExecutionRepository};
+use crate::shared::Shared;
 
 /// Builds a [`SagaManager`].
 #[must_use = "call `build().await` to get the manager"]
@@ -94,27 +95,16 @@ impl SagaManagerBuilder {
         self
     }
 
-    /// The repository (default: a new [`InMemoryRepository`]).
-    pub fn repository(mut self, repository: impl SagaExecutionRepository) -> Self {
-        self.repository = Some(Arc::new(repository));
+    /// The repository (default: a new [`InMemoryRepository`]): a repository, or one shared as an
+    /// `Arc`.
+    pub fn repository(mut self, repository: impl Shared<dyn SagaExecutionRepository>) -> Self {
+        self.repository = Some(repository.into_shared());
         self
     }
 
-    /// The repository, shared.
-    pub fn shared_repository(mut self, repository: Arc<dyn SagaExecutionRepository>) -> Self {
-        self.repository = Some(repository);
-        self
-    }
-
-    /// The broker (default: a new [`InProcessBroker`]).
-    pub fn broker(mut self, broker: impl Broker) -> Self {
-        self.broker = Some(Arc::new(broker));
-        self
-    }
-
-    /// The broker, shared.
-    pub fn shared_broker(mut self, broker: Arc<dyn Broker>) -> Self {
-        self.broker = Some(broker);
+    /// The broker (default: a new [`InProcessBroker`]): a broker, or one shared as an `Arc`.
+    pub fn broker(mut self, broker: impl Shared<dyn Broker>) -> Self {
+        self.broker = Some(broker.into_shared());
         self
     }
 

@@ -103,7 +103,8 @@ impl SagaManager {
     }
 
     /// Whether [`shutdown`](Self::shutdown) was called.
-    pub fn is_shut_down(&self) -> bool {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn is_shut_down(&self) -> bool {
         *self.inner.stopping.borrow()
     }
 
@@ -116,17 +117,20 @@ impl SagaManager {
     }
 
     /// The service's execution environment.
-    pub fn env(&self) -> &ExecutionEnv {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn env(&self) -> &ExecutionEnv {
         &self.inner.env
     }
 
     /// The repository.
-    pub fn repository(&self) -> &Arc<dyn SagaExecutionRepository> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn repository(&self) -> &Arc<dyn SagaExecutionRepository> {
         &self.inner.repository
     }
 
     /// The broker.
-    pub fn broker(&self) -> &Arc<dyn Broker> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn broker(&self) -> &Arc<dyn Broker> {
         &self.inner.broker
     }
 
@@ -225,7 +229,11 @@ impl SagaManager {
     }
 
     /// Reads `message` as a reply and resumes the execution it names.
-    pub async fn handle_reply(&self, message: &BrokerMessage) -> Result<ReplyOutcome, SagaError> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) async fn handle_reply(
+        &self,
+        message: &BrokerMessage,
+    ) -> Result<ReplyOutcome, SagaError> {
         let reply = SagaResponse::from_message(message)?;
         self.resume(reply).await
     }

@@ -56,13 +56,15 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-pub use apply::ReplyOutcome;
-pub use builder::SagaManagerBuilder;
-pub use error::{Interruption, SagaError};
-pub use handle::SagaManager;
-pub use options::{RunOptions, RunOutcome};
-pub use recovery::RecoveryReport;
-pub use stats::ReplyStats;
+pub use self::{
+    apply::ReplyOutcome,
+    builder::SagaManagerBuilder,
+    error::{Interruption, SagaError},
+    handle::SagaManager,
+    options::{RunOptions, RunOutcome},
+    recovery::RecoveryReport,
+    stats::ReplyStats,
+};
 
 use crate::broker::Broker;
 use crate::committer::TransactionCommitter;

@@ -149,17 +149,20 @@ impl BatchingRepository {
     }
 
     /// The wrapped repository.
-    pub fn inner(&self) -> &Arc<dyn SagaExecutionRepository> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn inner(&self) -> &Arc<dyn SagaExecutionRepository> {
         &self.inner
     }
 
     /// The most records stored in one commit.
-    pub fn max_batch(&self) -> usize {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn max_batch(&self) -> usize {
         self.max_batch
     }
 
     /// The number of writer tasks.
-    pub fn writers(&self) -> usize {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn writers(&self) -> usize {
         self.writers
     }
 }

@@ -56,22 +56,26 @@ impl InMemoryRepository {
     }
 
     /// The number of stored executions.
-    pub fn len(&self) -> usize {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn len(&self) -> usize {
         self.rows.len()
     }
 
     /// Whether nothing is stored.
-    pub fn is_empty(&self) -> bool {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The raw stored JSON of execution `id`.
-    pub fn raw(&self, id: Uuid) -> Option<String> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn raw(&self, id: Uuid) -> Option<String> {
         self.rows.shard(&id).get(&id).map(|row| row.json.clone())
     }
 
     /// Replaces the raw stored JSON of execution `id` (to simulate corruption in tests).
-    pub fn put_raw(&self, id: Uuid, json: impl Into<String>) {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn put_raw(&self, id: Uuid, json: impl Into<String>) {
         let json = json.into();
         let mut rows = self.rows.shard(&id);
         let version = rows.get(&id).map_or(1, |row| row.version);

@@ -19,17 +19,21 @@ mod sqlite;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-#[cfg(feature = "sqlite")]
-pub use crate::sql::Durability;
-pub use batching::{BatchingRepository, BatchingRepositoryBuilder};
-pub use memory::InMemoryRepository;
 #[cfg(feature = "postgres")]
-pub use postgres::{PostgresRepository, PostgresRepositoryBuilder};
+pub use self::postgres::PostgresRepository;
 #[cfg(feature = "sqlite")]
-pub use sqlite::{SqliteRepository, SqliteRepositoryBuilder};
+pub use self::sqlite::SqliteRepository;
+pub use self::{
+    batching::{BatchingRepository, BatchingRepositoryBuilder},
+    error::RepositoryError,
+    memory::InMemoryRepository,
+};
+#[cfg(feature = "postgres")]
+pub use crate::sql::PostgresBuilder;
+#[cfg(feature = "sqlite")]
+pub use crate::sql::{Durability, SqliteBuilder};
 
 use crate::execution::{ExecutionRecord, SagaStatus};
-pub use error::RepositoryError;
 
 /// Stores, loads, lists and deletes saga executions.
 ///
@@ -85,3 +89,5 @@ pub trait SagaExecutionRepository: Send + Sync + 'static {
     /// status are kept, however old.
     async fn delete_finished_before(&self, updated_before_ms: u64) -> Result<u64, RepositoryError>;
 }
+
+crate::shared::shared_port!(SagaExecutionRepository);

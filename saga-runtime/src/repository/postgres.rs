@@ -1,11 +1,9 @@
 //! The PostgreSQL repository (feature `postgres`): executions in a table of a shared database.
 
-use std::time::Duration;
-
 use sqlx::Postgres;
 
 use crate::error::RepositoryError;
-use crate::sql::{Executions, PostgresOptions, forward_repository};
+use crate::sql::{Executions, PostgresBuilder, forward_repository};
 
 /// Keeps executions in a PostgreSQL database: one row per execution in the table
 /// `saga_executions`, created by embedded migrations when the repository connects.
@@ -16,7 +14,7 @@ use crate::sql::{Executions, PostgresOptions, forward_repository};
 /// rows in id order. Finished executions are kept (an audit trail) until
 /// [`delete_finished_before`](super::SagaExecutionRepository::delete_finished_before) removes them.
 ///
-/// With [`schema`](PostgresRepositoryBuilder::schema), every table (the migrations' bookkeeping
+/// With [`schema`](PostgresBuilder::schema), every table (the migrations' bookkeeping
 /// table `_sqlx_migrations` included) lives in that schema, created if it is missing, so several
 /// services or test runs can share one database without seeing each other's executions.
 ///
@@ -29,7 +27,6 @@ use crate::sql::{Executions, PostgresOptions, forward_repository};
 ///     .max_connections(16)
 ///     .connect()
 ///     .await?;
-/// assert_eq!(repository.schema(), "sagas");
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -38,35 +35,7 @@ pub struct PostgresRepository {
     schema: String,
 }
 
-/// Options for connecting a [`PostgresRepository`]; made by [`PostgresRepository::builder`].
-#[derive(Debug, Clone)]
-#[must_use = "a builder does nothing until `connect` is called"]
-pub struct PostgresRepositoryBuilder {
-    options: PostgresOptions,
-}
-
-impl PostgresRepositoryBuilder {
-    /// The most connections kept open to the server (default 8, at least 1).
-    pub fn max_connections(mut self, max_connections: u32) -> Self {
-        self.options.max_connections = max_connections.max(1);
-        self
-    }
-
-    /// The schema that holds the tables (default: the connection's own `search_path`, usually
-    /// `public`). It must be a plain lower-case identifier (`[a-z_][a-z0-9_]*`, at most 63 bytes);
-    /// it is created if it is missing, and every pooled connection gets it as its `search_path`.
-    pub fn schema(mut self, schema: impl Into<String>) -> Self {
-        self.options.schema = Some(schema.into());
-        self
-    }
-
-    /// How long an operation waits for a free connection (or for a new one to be established)
-    /// before failing with [`RepositoryError::Storage`] (default 30 s).
-    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
-        self.options.acquire_timeout = timeout;
-        self
-    }
-
+impl PostgresBuilder<PostgresRepository> {
     /// Connects to the server, creates the schema if it is missing and brings the tables up to
     /// date. Fails with [`RepositoryError::Storage`] if the URL or the schema name is invalid or
     /// the server cannot be reached.
@@ -91,14 +60,13 @@ impl PostgresRepository {
     }
 
     /// Starts configuring a repository on the database at `url`.
-    pub fn builder(url: impl Into<String>) -> PostgresRepositoryBuilder {
-        PostgresRepositoryBuilder {
-            options: PostgresOptions::new(url.into(), 8),
-        }
+    pub fn builder(url: impl Into<String>) -> PostgresBuilder<PostgresRepository> {
+        PostgresBuilder::new(url.into(), 8)
     }
 
     /// The schema that holds the tables.
-    pub fn schema(&self) -> &str {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn schema(&self) -> &str {
         &self.schema
     }
 

@@ -1,12 +1,11 @@
 //! The SQLite repository: the embedded durable default (feature `sqlite`, on by default).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use sqlx::Sqlite;
 
 use crate::error::RepositoryError;
-use crate::sql::{Durability, Executions, SqliteOptions, forward_repository};
+use crate::sql::{Durability, Executions, SqliteBuilder, forward_repository};
 
 /// Keeps executions in a SQLite file in write-ahead-log mode: one row per execution in the table
 /// `saga_executions`, created by embedded migrations when the file is opened.
@@ -35,33 +34,7 @@ pub struct SqliteRepository {
     durability: Durability,
 }
 
-/// Options for opening a [`SqliteRepository`]; made by [`SqliteRepository::builder`].
-#[derive(Debug, Clone)]
-#[must_use = "a builder does nothing until `open` is called"]
-pub struct SqliteRepositoryBuilder {
-    options: SqliteOptions,
-}
-
-impl SqliteRepositoryBuilder {
-    /// How hard to keep stored executions (default: [`Durability::Full`]).
-    pub fn durability(mut self, durability: Durability) -> Self {
-        self.options.durability = durability;
-        self
-    }
-
-    /// The most connections kept open to the file (default 4, at least 1). Reads run in parallel;
-    /// SQLite runs one write at a time.
-    pub fn max_connections(mut self, max_connections: u32) -> Self {
-        self.options.max_connections = max_connections.max(1);
-        self
-    }
-
-    /// How long a statement waits for another writer's lock before failing (default 5 s).
-    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
-        self.options.busy_timeout = timeout;
-        self
-    }
-
+impl SqliteBuilder<SqliteRepository> {
     /// Opens the file (creating it if it is missing) and brings its schema up to date.
     pub async fn open(self) -> Result<SqliteRepository, RepositoryError> {
         let pool = self.options.open().await.map_err(storage)?;
@@ -81,19 +54,19 @@ impl SqliteRepository {
     }
 
     /// Starts configuring a repository on the SQLite file at `path`.
-    pub fn builder(path: impl AsRef<Path>) -> SqliteRepositoryBuilder {
-        SqliteRepositoryBuilder {
-            options: SqliteOptions::new(path.as_ref().to_owned()),
-        }
+    pub fn builder(path: impl AsRef<Path>) -> SqliteBuilder<SqliteRepository> {
+        SqliteBuilder::new(path.as_ref().to_owned())
     }
 
     /// The file.
-    pub fn path(&self) -> &Path {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The durability it was opened with.
-    pub fn durability(&self) -> Durability {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn durability(&self) -> Durability {
         self.durability
     }
 

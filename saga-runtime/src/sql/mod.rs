@@ -9,7 +9,8 @@
 //!
 //! The public stores (`SqliteRepository`, `PostgresParticipantStore`, ...) live with their layer
 //! (`repository`, `transactional`) and hold a core of this module; nothing here is public but the
-//! SQLite [`Durability`] setting, which the repository re-exports.
+//! builders of both databases' stores and the SQLite [`Durability`] setting, which the repository
+//! and the participant module re-export.
 
 mod backend;
 mod codec;
@@ -24,8 +25,6 @@ mod sqlite;
 pub(crate) use executions::{Executions, forward_repository};
 pub(crate) use participant::{ParticipantTables, forward_participant_store};
 #[cfg(feature = "postgres")]
-pub(crate) use postgres::PostgresOptions;
+pub use postgres::PostgresBuilder;
 #[cfg(feature = "sqlite")]
-pub use sqlite::Durability;
-#[cfg(feature = "sqlite")]
-pub(crate) use sqlite::SqliteOptions;
+pub use sqlite::{Durability, SqliteBuilder};

@@ -1,6 +1,7 @@
 //! PostgreSQL (feature `postgres`): a pool on a schema of a shared database, connected by
 //! [`PostgresOptions`], and what its SQL does differently ([`Backend`] for [`Postgres`]).
 
+use std::marker::PhantomData;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -23,8 +24,51 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 /// is the hash of the schema's name): "SAGA" in ASCII.
 const RESERVE_LOCK_CLASS: i32 = 0x5341_4741;
 
-/// How a PostgreSQL store connects: the options of the repository's and the participant store's
-/// builders.
+/// Options for connecting a store `S` to a PostgreSQL database: a
+/// [`PostgresRepository`](crate::repository::PostgresRepository) or a
+/// `PostgresParticipantStore` (the transactional participant's), made by the store's
+/// `builder(url)` and finished by its `connect()`. The repository and the participant store may
+/// share one schema.
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `connect` is called"]
+pub struct PostgresBuilder<S> {
+    pub(crate) options: PostgresOptions,
+    store: PhantomData<fn() -> S>,
+}
+
+impl<S> PostgresBuilder<S> {
+    /// The defaults for the database at `url` ([`PostgresOptions::new`]).
+    pub(crate) fn new(url: String, max_connections: u32) -> Self {
+        Self {
+            options: PostgresOptions::new(url, max_connections),
+            store: PhantomData,
+        }
+    }
+
+    /// The most connections kept open to the server (default 8 for the repository, 4 for the
+    /// participant store; at least 1).
+    pub fn max_connections(mut self, max_connections: u32) -> Self {
+        self.options.max_connections = max_connections.max(1);
+        self
+    }
+
+    /// The schema that holds the tables (default: the connection's own `search_path`, usually
+    /// `public`). It must be a plain lower-case identifier (`[a-z_][a-z0-9_]*`, at most 63 bytes);
+    /// it is created if it is missing, and every pooled connection gets it as its `search_path`.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.options.schema = Some(schema.into());
+        self
+    }
+
+    /// How long an operation waits for a free connection (or for a new one to be established)
+    /// before failing with the store's storage error (default 30 s).
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.options.acquire_timeout = timeout;
+        self
+    }
+}
+
+/// How a PostgreSQL store connects: what a [`PostgresBuilder`] sets.
 #[derive(Debug, Clone)]
 pub(crate) struct PostgresOptions {
     /// `postgres://user:password@host:port/database`.

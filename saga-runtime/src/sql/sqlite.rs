@@ -1,6 +1,7 @@
 //! SQLite (feature `sqlite`): a file in write-ahead-log mode, opened by [`SqliteOptions`], and what
 //! its SQL does differently ([`Backend`] for [`Sqlite`]).
 
+use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -47,8 +48,48 @@ impl Durability {
     }
 }
 
-/// How a SQLite store opens its file: the options of the repository's and the participant store's
-/// builders.
+/// Options for opening a store `S` on a SQLite file: a
+/// [`SqliteRepository`](crate::repository::SqliteRepository) or a
+/// `SqliteParticipantStore` (the transactional participant's), made by the store's
+/// `builder(path)` and finished by its `open()`. The repository and the participant store may share
+/// one file.
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `open` is called"]
+pub struct SqliteBuilder<S> {
+    pub(crate) options: SqliteOptions,
+    store: PhantomData<fn() -> S>,
+}
+
+impl<S> SqliteBuilder<S> {
+    /// The defaults for the file at `path` ([`SqliteOptions::new`]).
+    pub(crate) fn new(path: PathBuf) -> Self {
+        Self {
+            options: SqliteOptions::new(path),
+            store: PhantomData,
+        }
+    }
+
+    /// How hard to keep what is stored (default: [`Durability::Full`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.options.durability = durability;
+        self
+    }
+
+    /// The most connections kept open to the file (default 4, at least 1). Reads run in parallel;
+    /// SQLite runs one write at a time.
+    pub fn max_connections(mut self, max_connections: u32) -> Self {
+        self.options.max_connections = max_connections.max(1);
+        self
+    }
+
+    /// How long a statement waits for another writer's lock before failing (default 5 s).
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.options.busy_timeout = timeout;
+        self
+    }
+}
+
+/// How a SQLite store opens its file: what a [`SqliteBuilder`] sets.
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteOptions {
     /// The file.

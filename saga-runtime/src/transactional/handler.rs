@@ -48,7 +48,7 @@ impl CommandError {
     }
 
     /// A system failure caused by `cause`, which is kept as its source.
-    pub fn system_caused_by(
+    pub(crate) fn system_caused_by(
         message: impl std::fmt::Display,
         cause: impl Into<Box<dyn Error + Send + Sync + 'static>>,
     ) -> Self {
@@ -59,7 +59,8 @@ impl CommandError {
     }
 
     /// The reply status it is answered with.
-    pub fn status(&self) -> SagaResponseStatus {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn status(&self) -> SagaResponseStatus {
         match self {
             Self::Business(_) => SagaResponseStatus::Error,
             Self::System { .. } => SagaResponseStatus::SystemError,

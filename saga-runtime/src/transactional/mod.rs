@@ -95,18 +95,20 @@ mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+pub use self::{
+    builder::TransactionalParticipantBuilder,
+    callbacks::Settled,
+    handler::{CommandContext, CommandError},
+    participant::TransactionalParticipant,
+    registration::{CommandRegistration, DuplicateTopic},
+    stats::ParticipantStats,
+};
 pub use crate::participant_store::{
     CommandAnswer, InMemoryParticipantStore, Outcome, ParticipantStore, ParticipantStoreError,
     StagedEffect, Staging,
 };
-pub use builder::TransactionalParticipantBuilder;
-pub use callbacks::Settled;
-pub use handler::{CommandContext, CommandError};
-pub use participant::TransactionalParticipant;
-pub use registration::{CommandRegistration, DuplicateTopic};
-pub use stats::ParticipantStats;
 
 #[cfg(feature = "postgres")]
-pub use postgres::{PostgresParticipantStore, PostgresParticipantStoreBuilder};
+pub use self::postgres::PostgresParticipantStore;
 #[cfg(feature = "sqlite")]
-pub use sqlite::{SqliteParticipantStore, SqliteParticipantStoreBuilder};
+pub use sqlite::SqliteParticipantStore;

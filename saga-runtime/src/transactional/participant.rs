@@ -160,12 +160,14 @@ impl TransactionalParticipant {
     }
 
     /// The service name.
-    pub fn service(&self) -> &str {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn service(&self) -> &str {
         &self.inner.service
     }
 
     /// Its store.
-    pub fn store(&self) -> &Arc<dyn ParticipantStore> {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn store(&self) -> &Arc<dyn ParticipantStore> {
         &self.inner.store
     }
 

@@ -1,11 +1,9 @@
 //! The PostgreSQL [`ParticipantStore`](super::ParticipantStore) (feature `postgres`).
 
-use std::time::Duration;
-
 use sqlx::Postgres;
 
 use crate::participant_store::ParticipantStoreError;
-use crate::sql::{ParticipantTables, PostgresOptions, forward_participant_store};
+use crate::sql::{ParticipantTables, PostgresBuilder, forward_participant_store};
 
 /// Keeps staged effects in a PostgreSQL database: the tables `participant_effects`,
 /// `participant_reservations`, `participant_commands` (the answers) and `participant_outcomes` (how
@@ -15,7 +13,7 @@ use crate::sql::{ParticipantTables, PostgresOptions, forward_participant_store};
 /// `migrations/postgres/0100_participant_effects.sql` and `0101_participant_outcomes.sql`, numbered
 /// apart from the repository's own), so the store and a `PostgresRepository` may share one schema;
 /// connecting either brings both up to date. With
-/// [`schema`](PostgresParticipantStoreBuilder::schema), every table lives in that schema, created if
+/// [`schema`](PostgresBuilder::schema), every table lives in that schema, created if
 /// it is missing. One schema serves one service (see [`ParticipantStore`](super::ParticipantStore)).
 ///
 /// Several instances of the service may share the schema: staging a command is one transaction
@@ -32,7 +30,6 @@ use crate::sql::{ParticipantTables, PostgresOptions, forward_participant_store};
 ///     .max_connections(4)
 ///     .connect()
 ///     .await?;
-/// assert_eq!(store.schema(), "participant");
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -41,36 +38,7 @@ pub struct PostgresParticipantStore {
     schema: String,
 }
 
-/// Options for connecting a [`PostgresParticipantStore`]; made by
-/// [`PostgresParticipantStore::builder`].
-#[derive(Debug, Clone)]
-#[must_use = "a builder does nothing until `connect` is called"]
-pub struct PostgresParticipantStoreBuilder {
-    options: PostgresOptions,
-}
-
-impl PostgresParticipantStoreBuilder {
-    /// The most connections kept open to the server (default 4, at least 1).
-    pub fn max_connections(mut self, max_connections: u32) -> Self {
-        self.options.max_connections = max_connections.max(1);
-        self
-    }
-
-    /// The schema that holds the tables (default: the connection's own `search_path`, usually
-    /// `public`). It must be a plain lower-case identifier (`[a-z_][a-z0-9_]*`, at most 63 bytes);
-    /// it is created if it is missing, and every pooled connection gets it as its `search_path`.
-    pub fn schema(mut self, schema: impl Into<String>) -> Self {
-        self.options.schema = Some(schema.into());
-        self
-    }
-
-    /// How long an operation waits for a free connection (or for a new one to be established)
-    /// before failing with [`ParticipantStoreError::Storage`] (default 30 s).
-    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
-        self.options.acquire_timeout = timeout;
-        self
-    }
-
+impl PostgresBuilder<PostgresParticipantStore> {
     /// Connects to the server, creates the schema if it is missing and brings the tables up to
     /// date. Fails with [`ParticipantStoreError::Storage`] if the URL or the schema name is invalid
     /// or the server cannot be reached.
@@ -95,14 +63,13 @@ impl PostgresParticipantStore {
     }
 
     /// Starts configuring a store on the database at `url`.
-    pub fn builder(url: impl Into<String>) -> PostgresParticipantStoreBuilder {
-        PostgresParticipantStoreBuilder {
-            options: PostgresOptions::new(url.into(), 4),
-        }
+    pub fn builder(url: impl Into<String>) -> PostgresBuilder<PostgresParticipantStore> {
+        PostgresBuilder::new(url.into(), 4)
     }
 
     /// The schema that holds the tables.
-    pub fn schema(&self) -> &str {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn schema(&self) -> &str {
         &self.schema
     }
 

@@ -51,7 +51,8 @@ impl CommandRegistration {
     }
 
     /// Where it was declared (`file:line`).
-    pub fn location(&self) -> &'static str {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn location(&self) -> &'static str {
         self.location
     }
 

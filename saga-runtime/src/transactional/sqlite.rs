@@ -1,12 +1,11 @@
 //! The SQLite [`ParticipantStore`](super::ParticipantStore) (feature `sqlite`).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use sqlx::Sqlite;
 
 use crate::participant_store::ParticipantStoreError;
-use crate::sql::{Durability, ParticipantTables, SqliteOptions, forward_participant_store};
+use crate::sql::{Durability, ParticipantTables, SqliteBuilder, forward_participant_store};
 
 /// Keeps staged effects in a SQLite file in write-ahead-log mode: the tables
 /// `participant_effects`, `participant_reservations`, `participant_commands` (the answers) and
@@ -29,7 +28,6 @@ use crate::sql::{Durability, ParticipantTables, SqliteOptions, forward_participa
 ///     .max_connections(2)
 ///     .open()
 ///     .await?;
-/// assert_eq!(store.durability(), Durability::Normal);
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -39,33 +37,7 @@ pub struct SqliteParticipantStore {
     durability: Durability,
 }
 
-/// Options for opening a [`SqliteParticipantStore`]; made by [`SqliteParticipantStore::builder`].
-#[derive(Debug, Clone)]
-#[must_use = "a builder does nothing until `open` is called"]
-pub struct SqliteParticipantStoreBuilder {
-    options: SqliteOptions,
-}
-
-impl SqliteParticipantStoreBuilder {
-    /// How hard to keep staged effects and answers (default: [`Durability::Full`]).
-    pub fn durability(mut self, durability: Durability) -> Self {
-        self.options.durability = durability;
-        self
-    }
-
-    /// The most connections kept open to the file (default 4, at least 1). Reads run in parallel;
-    /// SQLite runs one write at a time.
-    pub fn max_connections(mut self, max_connections: u32) -> Self {
-        self.options.max_connections = max_connections.max(1);
-        self
-    }
-
-    /// How long a step waits for another writer's lock before failing (default 5 s).
-    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
-        self.options.busy_timeout = timeout;
-        self
-    }
-
+impl SqliteBuilder<SqliteParticipantStore> {
     /// Opens the file (creating it if it is missing) and brings its schema up to date.
     pub async fn open(self) -> Result<SqliteParticipantStore, ParticipantStoreError> {
         let pool = self
@@ -89,19 +61,19 @@ impl SqliteParticipantStore {
     }
 
     /// Starts configuring a store on the SQLite file at `path`.
-    pub fn builder(path: impl AsRef<Path>) -> SqliteParticipantStoreBuilder {
-        SqliteParticipantStoreBuilder {
-            options: SqliteOptions::new(path.as_ref().to_owned()),
-        }
+    pub fn builder(path: impl AsRef<Path>) -> SqliteBuilder<SqliteParticipantStore> {
+        SqliteBuilder::new(path.as_ref().to_owned())
     }
 
     /// The file.
-    pub fn path(&self) -> &Path {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The durability it was opened with.
-    pub fn durability(&self) -> Durability {
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) fn durability(&self) -> Durability {
         self.durability
     }
 

@@ -297,8 +297,8 @@ async fn run(target: &str, count: i64, mode: Mode) -> Result<(), Failure> {
         .await?;
     let manager = SagaManager::builder(SERVICE)
         .instance(INSTANCE)
-        .shared_repository(Arc::clone(&repository))
-        .shared_broker(broker)
+        .repository(Arc::clone(&repository))
+        .broker(broker)
         .registry(Registry::empty().with_definition(Arc::clone(&saga))?)
         .commit_timeout(Duration::from_secs(5))
         .storage_retry(Duration::from_secs(5))

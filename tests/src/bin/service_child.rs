@@ -248,7 +248,7 @@ async fn run_order(settings: &Settings, count: Option<i64>) -> Result<(), Failur
     let pool = settings.pool().await?;
     let planned = plan(&pool, count).await?;
     let service = SagaService::builder("order")
-        .shared_repository(Arc::clone(&repository))
+        .repository(Arc::clone(&repository))
         .broker(settings.broker().await?)
         .participant_store(settings.store().await?)
         .registry(Registry::empty().with_definition(Arc::clone(&saga))?)

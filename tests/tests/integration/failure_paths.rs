@@ -668,8 +668,8 @@ async fn a_manual_rollback_hands_the_errored_execution_to_a_waiting_run_without_
 async fn flaky_manager(broker: &InProcessBroker) -> (SagaManager, Arc<Faulty<Outage>>) {
     let repository = Outage::new(Arc::new(InMemoryRepository::new()));
     let manager = SagaManager::builder("order")
-        .shared_broker(Arc::new(broker.clone()))
-        .shared_repository(repository.clone())
+        .broker(Arc::new(broker.clone()))
+        .repository(repository.clone())
         .storage_retry(std::time::Duration::ZERO)
         .build()
         .await

@@ -424,8 +424,8 @@ async fn a_stored_execution_resumes_with_a_reformatted_saga_and_not_with_a_chang
 
     // An instance whose `ship-parcel` has other steps refuses the stored execution, untouched.
     let changed = SagaManager::builder(SERVICE)
-        .shared_broker(harness.shared_broker())
-        .shared_repository(harness.repository.clone())
+        .broker(harness.broker())
+        .repository(harness.repository.clone())
         .registry(Registry::empty().with::<WithOnError>()?)
         .build()
         .await?;
@@ -454,8 +454,8 @@ async fn a_stored_execution_resumes_with_a_reformatted_saga_and_not_with_a_chang
 
     // An instance whose `ship-parcel` is the reformatted twin resumes it and finishes it.
     let reformatted = SagaManager::builder(SERVICE)
-        .shared_broker(harness.shared_broker())
-        .shared_repository(harness.repository.clone())
+        .broker(harness.broker())
+        .repository(harness.repository.clone())
         .registry(Registry::empty().with::<ShipParcelReformatted>()?)
         .build()
         .await?;

@@ -358,7 +358,7 @@ async fn a_saga_runs_end_to_end_over_nats() {
             .expect("a valid saga"),
     );
     let manager = SagaManager::builder("order")
-        .shared_broker(Arc::clone(&broker))
+        .broker(Arc::clone(&broker))
         .repository(InMemoryRepository::new())
         .commit_timeout(Duration::from_secs(5))
         .build()

@@ -30,8 +30,8 @@ async fn manager(
     lease: Duration,
 ) -> SagaManager {
     SagaManager::builder("order")
-        .shared_broker(Arc::new(broker.clone()))
-        .shared_repository(repository)
+        .broker(Arc::new(broker.clone()))
+        .repository(repository)
         .registry(registry())
         .instance(instance)
         .lease(lease)

@@ -59,8 +59,8 @@ impl World {
         instance: &str,
     ) -> SagaManager {
         SagaManager::builder("order")
-            .shared_broker(Arc::new(self.broker.clone()))
-            .shared_repository(repository)
+            .broker(Arc::new(self.broker.clone()))
+            .repository(repository)
             .registry(Self::registry())
             .instance(instance)
             .recover_on_start(false)
@@ -652,8 +652,8 @@ async fn an_instance_takes_over_an_execution_once_its_owner_lease_ran_out() {
     let job = job(false);
     let dying = DyingRepository::new(Arc::clone(&world.repository), 3);
     let short_lease = SagaManager::builder("order")
-        .shared_broker(Arc::new(world.broker.clone()))
-        .shared_repository(dying)
+        .broker(Arc::new(world.broker.clone()))
+        .repository(dying)
         .registry(World::registry())
         .instance("order-1")
         .lease(Duration::from_millis(100))
@@ -763,8 +763,8 @@ async fn the_manager_backs_off_while_the_database_is_down_and_loses_nothing() {
     let outage = Outage::new(Arc::clone(&world.repository));
     outage.set_down(true);
     let manager = SagaManager::builder("order")
-        .shared_broker(Arc::new(world.broker.clone()))
-        .shared_repository(outage.clone())
+        .broker(Arc::new(world.broker.clone()))
+        .repository(outage.clone())
         .registry(World::registry())
         .recover_on_start(false)
         .build()
@@ -819,8 +819,8 @@ async fn a_locked_sqlite_file_delays_the_saga_and_loses_nothing() {
         .expect("locks");
     // Default storage retries (30 s): the manager backs off while the file is locked.
     let manager = SagaManager::builder("order")
-        .shared_broker(Arc::new(world.broker.clone()))
-        .shared_repository(Arc::new(sqlite.clone()))
+        .broker(Arc::new(world.broker.clone()))
+        .repository(Arc::new(sqlite.clone()))
         .registry(World::registry())
         .recover_on_start(false)
         .build()
@@ -864,8 +864,8 @@ async fn the_retention_setting_deletes_old_finished_executions_and_keeps_the_oth
     let world = World::new();
     let build = |retention| {
         SagaManager::builder("order")
-            .shared_broker(Arc::new(world.broker.clone()))
-            .shared_repository(Arc::clone(&world.repository))
+            .broker(Arc::new(world.broker.clone()))
+            .repository(Arc::clone(&world.repository))
             .registry(World::registry())
             .recover_on_start(false)
             .retention(retention)
@@ -952,8 +952,8 @@ async fn a_command_whose_publish_failed_goes_out_with_the_next_advance_not_lost(
         failures: 1.into(),
     });
     let manager = SagaManager::builder("order")
-        .shared_broker(broker)
-        .shared_repository(Arc::clone(&world.repository))
+        .broker(broker)
+        .repository(Arc::clone(&world.repository))
         .registry(World::registry())
         .recover_on_start(false)
         .build()
@@ -1074,8 +1074,8 @@ async fn a_reply_for_a_saga_this_instance_does_not_know_yet_is_redelivered_not_d
     let command = world.commands("CreateTicket").pop().expect("sent");
     // An instance that has not registered the saga receives the reply.
     let late = SagaManager::builder("order")
-        .shared_broker(Arc::new(world.broker.clone()))
-        .shared_repository(Arc::clone(&world.repository))
+        .broker(Arc::new(world.broker.clone()))
+        .repository(Arc::clone(&world.repository))
         .recover_on_start(false)
         .build()
         .await
@@ -1157,8 +1157,8 @@ async fn a_failure_inside_a_sub_saga_is_compensated_behind_a_stored_intent_never
     // Stores: the claim, the intent to compensate `route` (its sub-saga's `x` is undone behind
     // it); the intent for `a` fails: the stop.
     let dying = SagaManager::builder("order")
-        .shared_broker(Arc::new(world.broker.clone()))
-        .shared_repository(DyingRepository::new(Arc::clone(&world.repository), 2))
+        .broker(Arc::new(world.broker.clone()))
+        .repository(DyingRepository::new(Arc::clone(&world.repository), 2))
         .registry(registry())
         .instance("order-1")
         .recover_on_start(false)
@@ -1177,8 +1177,8 @@ async fn a_failure_inside_a_sub_saga_is_compensated_behind_a_stored_intent_never
     assert_eq!(stored.steps[1].status(), StepStatus::RunningOnFailure);
 
     let restarted = SagaManager::builder("order")
-        .shared_broker(Arc::new(world.broker.clone()))
-        .shared_repository(Arc::clone(&world.repository))
+        .broker(Arc::new(world.broker.clone()))
+        .repository(Arc::clone(&world.repository))
         .registry(registry())
         .instance("order-1")
         .recover_on_start(false)

@@ -177,7 +177,7 @@ async fn a_manager_resumes_stored_executions_of_the_sagas_in_its_registry() {
 
     // ... another one, sharing its storage, that never ran it, resumes it through the registry.
     let resumer = SagaManager::builder("order")
-        .shared_repository(first.repository.clone())
+        .repository(first.repository.clone())
         .registry(module_registry(module_path!()).expect("registry"))
         .build()
         .await
@@ -197,7 +197,7 @@ async fn a_manager_resumes_stored_executions_of_the_sagas_in_its_registry() {
 
     // Without the registry, the stored execution names a saga it does not know.
     let stranger = SagaManager::builder("order")
-        .shared_repository(first.repository.clone())
+        .repository(first.repository.clone())
         .build()
         .await
         .expect("starts");

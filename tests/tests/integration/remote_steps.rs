@@ -883,7 +883,7 @@ async fn a_stored_execution_of_the_macro_saga_is_resumed_by_name_through_the_reg
 
     // ... an instance sharing its storage that knows no saga cannot resume it ...
     let stranger = SagaManager::builder(SERVICE)
-        .shared_repository(harness.repository.clone())
+        .repository(harness.repository.clone())
         .build()
         .await?;
     let before = harness.repository.raw(id);
@@ -911,8 +911,8 @@ async fn a_stored_execution_of_the_macro_saga_is_resumed_by_name_through_the_reg
         Some(booking_saga().fingerprint())
     );
     let resumer = SagaManager::builder(SERVICE)
-        .shared_broker(harness.shared_broker())
-        .shared_repository(harness.repository.clone())
+        .broker(harness.broker())
+        .repository(harness.repository.clone())
         .registry(registry)
         .build()
         .await?;

@@ -531,8 +531,8 @@ impl World {
 /// reply at once).
 async fn instance(broker: &Recording, repository: &Arc<InMemoryRepository>) -> SagaManager {
     SagaManager::builder("order")
-        .shared_broker(Arc::new(broker.clone()))
-        .shared_repository(repository.clone())
+        .broker(Arc::new(broker.clone()))
+        .repository(repository.clone())
         .registry(registry())
         .build()
         .await
@@ -1004,8 +1004,8 @@ async fn shutdown_tells_a_run_waiting_in_memory_and_the_next_instance_resumes_it
 async fn shutdown_stops_the_recovery_sweeps(backend: Backend) {
     let world = World::new(backend).await;
     let sweeping = SagaManager::builder("order")
-        .shared_broker(Arc::new(world.broker.clone()))
-        .shared_repository(world.repository.clone())
+        .broker(Arc::new(world.broker.clone()))
+        .repository(world.repository.clone())
         .registry(registry())
         .lease(Duration::from_millis(50))
         .retention(Duration::ZERO)

@@ -531,7 +531,7 @@ async fn a_second_manager_on_the_same_database_resumes_a_saga_paused_on_disk<D: 
     let first_repository = db.repository().await;
     let first = SagaManager::builder("order")
         .repository(first_repository.clone())
-        .shared_broker(Arc::new(broker.clone()))
+        .broker(Arc::new(broker.clone()))
         .registry(registry())
         .build()
         .await
@@ -622,7 +622,7 @@ async fn start_up_recovery_reports_corrupt_rows_recovers_the_others_and_does_not
     };
     // A process stops after claiming an execution.
     let stopped = SagaManager::builder("order")
-        .shared_repository(DyingRepository::new(Arc::clone(&repository), 1))
+        .repository(DyingRepository::new(Arc::clone(&repository), 1))
         .registry(registry())
         .instance("order-1")
         .recover_on_start(false)
@@ -670,7 +670,7 @@ async fn start_up_recovery_reports_corrupt_rows_recovers_the_others_and_does_not
     // Restarted, twice: each start recovers what it can and reports the rest.
     for start in 0..2 {
         let manager = SagaManager::builder("order")
-            .shared_repository(Arc::clone(&repository))
+            .repository(Arc::clone(&repository))
             .registry(registry())
             .instance("order-1")
             .build()

@@ -106,7 +106,7 @@ async fn registered_handlers_commit_and_reject_through_their_callbacks() {
     let store = Arc::new(InMemoryParticipantStore::new());
     let stock = TransactionalParticipant::from_inventory_where(
         "stock",
-        harness.shared_broker(),
+        harness.broker(),
         store,
         |command| command.module_path() == module_path!(),
     )

@@ -283,7 +283,7 @@ fn flight(
     store: Arc<dyn ParticipantStore>,
     journal: &Journal,
 ) -> TransactionalParticipantBuilder {
-    let builder = TransactionalParticipant::builder("flight", harness.shared_broker(), store)
+    let builder = TransactionalParticipant::builder("flight", harness.broker(), store)
         .command(
             "BookFlight",
             |context: CommandContext, request: SeatRequest| async move {
@@ -327,7 +327,7 @@ fn hotel(
     cancelled: &Arc<Mutex<u32>>,
 ) -> TransactionalParticipantBuilder {
     let cancelled = Arc::clone(cancelled);
-    let builder = TransactionalParticipant::builder("hotel", harness.shared_broker(), store)
+    let builder = TransactionalParticipant::builder("hotel", harness.broker(), store)
         .command(
             "BookHotel",
             |context: CommandContext, request: Value| async move {
@@ -639,7 +639,7 @@ async fn a_conflicting_reservation_rejects_the_second_saga_and_the_first_commits
 async fn probe(harness: &Harness) -> (String, Subscription) {
     let topic = format!("probeReply.{}", Uuid::new_v4().simple());
     let subscription = harness
-        .shared_broker()
+        .broker()
         .subscribe(&topic)
         .await
         .expect("subscribes");
@@ -680,7 +680,7 @@ async fn book_seat(
 
 /// The `order` service's committer on the harness's broker (2 s per phase).
 fn committer(harness: &Harness) -> TransactionCommitter {
-    TransactionCommitter::new(harness.shared_broker(), "order", Duration::from_secs(2))
+    TransactionCommitter::new(harness.broker(), "order", Duration::from_secs(2))
 }
 
 fn command_to(topic: &str, transactions: &str, reply_to: &str, payload: Value) -> BrokerMessage {
@@ -1882,7 +1882,7 @@ async fn gathering_participant(
     };
     let participant = TransactionalParticipant::builder(
         "gathering",
-        harness.shared_broker(),
+        harness.broker(),
         Arc::new(InMemoryParticipantStore::new()),
     )
     .command("Gather", handler)

@@ -621,7 +621,7 @@ async fn an_unanswered_reservation_fails_the_commit_after_the_timeout(
 }
 
 fn committer(harness: &Harness, timeout: Duration) -> TransactionCommitter {
-    TransactionCommitter::new(harness.shared_broker(), "order", timeout)
+    TransactionCommitter::new(harness.broker(), "order", timeout)
 }
 
 #[tokio::test]
@@ -730,7 +730,7 @@ async fn stray_answers_on_the_reply_topic_do_not_count() {
         .subscribe("_ReserveTicketTransaction")
         .await
         .expect("subscribed");
-    let broker = harness.shared_broker();
+    let broker = harness.broker();
     let order_broker = Arc::clone(&broker);
     let order_task = tokio::spawn(async move {
         while let Some(delivery) = order_reserves.next().await {

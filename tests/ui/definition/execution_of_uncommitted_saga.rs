@@ -6,7 +6,9 @@ async fn step(_: &mut SagaContext) -> Result<(), StepError> {
     Ok(())
 }
 
-fn main() {
+fn register(manager: &SagaManager) {
     let builder = Saga::<SagaContext>::new("order").local_step("validate").on_execute(step);
-    let _ = SagaExecution::new(builder, SagaContext::new());
+    let _ = manager.register(builder);
 }
+
+fn main() {}
