@@ -28,8 +28,8 @@ use std::process::{Child, Command, ExitCode, Stdio};
 
 use saga_runtime::broker::NatsBroker;
 use saga_runtime::repository::PostgresRepository;
-use saga_runtime::service::SagaService;
 use saga_runtime::transactional::PostgresParticipantStore;
+use saga_runtime::wiring::SagaService;
 use saga_runtime::wiring::*;
 use tokio::io::AsyncReadExt;
 

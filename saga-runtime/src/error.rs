@@ -3,9 +3,11 @@
 
 pub use crate::{
     broker::BrokerError,
+    context::ContextError,
     definition::DefinitionError,
     execution::{ExecutionError, LoadError},
     message::MessageError,
+    registry::RegistryError,
     repository::RepositoryError,
     step_error::StepError,
 };

@@ -52,18 +52,20 @@
 //!
 //! | layer | modules | owns |
 //! | --- | --- | --- |
-//! | vocabulary | [`context`], [`message`], `step_error`, `shared` | the context traits, the wire envelope and its headers, a step's error, what builders accept for a shared port |
+//! | vocabulary | `context`, `message`, `step_error`, `shared` | the context traits, the wire envelope and its headers, a step's error, what builders accept for a shared port |
 //! | model | [`definition`] | the builder, the validated immutable definition, its fingerprint |
 //! | engine | [`execution`] | the state machine: run, pause, resume, compensate; the stored form of an execution; nothing of I/O |
 //! | ports | [`broker`], [`repository`], `participant_store`, `sql` | the transport and storage traits with their implementations (the participant store's trait is re-exported by [`transactional`]); `sql` is the one SQL core behind the SQLite and PostgreSQL stores of both the repository and the participant store |
-//! | protocol | [`committer`], [`request_scope`] | the two-phase commit's messages and decision; the headers a handled request carries |
-//! | orchestration | [`registry`], [`manager`], [`transactional`] | sagas by name; the manager that drives executions through the engine, stores, publishes, listens for replies and recovers; the participant side of the commit |
-//! | service | [`service`] | one service's manager and participant on one repository and one broker |
+//! | protocol | `committer`, `request_scope` | the two-phase commit's messages and decision; the headers a handled request carries |
+//! | orchestration | `registry`, [`manager`], [`transactional`] | sagas by name; the manager that drives executions through the engine, stores, publishes, listens for replies and recovers; the participant side of the commit |
+//! | service | `service` | one service's manager and participant on one repository and one broker |
 //!
 //! Errors live beside the layer that raises them; [`error`] gathers them under one path. What a saga
-//! author writes is in [`prelude`]; what start-up code wires together is in [`wiring`]. Test
-//! support (conformance suites, a scripted participant, fault wrappers) is the `saga-testkit`
-//! crate, not this one.
+//! author writes is in [`prelude`] (and at the root); what start-up code wires together is in
+//! [`wiring`]; the ports keep their modules ([`broker`], [`repository`], [`transactional`]) with
+//! what an implementation of one needs. Test support (conformance suites, a scripted participant,
+//! fault wrappers) is the `saga-testkit` crate; what only tests drive directly (the engine without
+//! a manager, the committer, raw rows, protocol headers) is public only with the feature `testkit`.
 
 // Without `testkit`, what only the test suites drive is crate-private and partly unused; the
 // workspace builds with `testkit`, where these lints hold everywhere.
@@ -79,19 +81,19 @@ pub mod broker;
 pub mod committer;
 #[cfg(not(feature = "testkit"))]
 mod committer;
-pub mod context;
+mod context;
 pub mod definition;
 pub mod error;
 pub mod execution;
 mod faults;
 mod locks;
 pub mod manager;
-pub mod message;
+mod message;
 mod participant_store;
-pub mod registry;
+mod registry;
 pub mod repository;
-pub mod request_scope;
-pub mod service;
+mod request_scope;
+mod service;
 mod shard;
 mod shared;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -110,71 +112,9 @@ pub use crate::{
     step_error::StepError,
 };
 
-/// Turns an `async fn(&mut Context) -> Result<(), StepError>` into a local saga step.
-///
-/// `#[local_step]`, `#[local_step(on_failure = undo, name = "persisted-name", params = EXPR)]`.
-/// The function's name is the step's persisted name unless `name` is given. `on_failure` names the
-/// compensation, `async fn(&mut Context) -> Result<(), StepError>` (or `(function, parameters)`
-/// for a handler with fixed parameters `async fn(&mut Context, &Params)`). `params` gives the step
-/// function itself fixed parameters (it then takes `(&mut Context, &Params)`).
-///
-/// What it generates: the function becomes a unit struct of the same name (so that
-/// `#[saga(steps = [...])]` can list it and check it) whose associated function `call` is the
-/// function as written, an implementation of the hidden `StepDef` trait that adds the step with
-/// its handlers to a saga builder, and a hidden alias of its context type
-/// (`__saga_context_of_<name>_<hash>`, with the function's visibility) through which a saga names
-/// the context. Handler signatures are checked where they are named.
-/// Since the unit struct lives in the value namespace too, a step's name cannot also be used for a
-/// local variable in the same module (`let validate_order = ..` would be read as the struct).
+// The attribute macros; their documentation lives with them in `saga-macros`.
 #[cfg(feature = "macros")]
-pub use saga_macros::local_step;
-
-/// Turns an `async fn(&Context) -> Result<SagaRequest, StepError>` into a remote saga step.
-///
-/// `#[remote_step(on_success = done, on_error = refused, on_failure = undo, name = "...", params = EXPR)]`,
-/// every argument optional. `on_success` / `on_error` are `async fn(&mut Context, SagaResponse) ->
-/// Result<(), StepError>`; `on_failure` builds the compensating request like the step itself.
-/// Without `on_error`, an ERROR reply fails the step.
-///
-/// What it generates: as [`local_step`], a unit struct of the same name with the function as
-/// `call`, and the hidden `StepDef` implementation.
-#[cfg(feature = "macros")]
-pub use saga_macros::remote_step;
-
-/// Declares a saga on a unit struct.
-///
-/// `#[saga(name = "create-order", steps = [validate, charge, route = conditional(if_then(is_big,
-/// BigOrder), else_then(SmallOrder)), reserve], context = Type, crate = path)]`. `steps` lists
-/// functions annotated with [`local_step`] / [`remote_step`] in order; a conditional step is
-/// `name = conditional(...)` with one or more `if_then(condition, SubSaga)` (condition: `async
-/// fn(&Context) -> Result<bool, StepError>`, sub-saga: another `#[saga]` type) and at most one
-/// `else_then(SubSaga)`. A condition with fixed parameters is written `if_then((condition, PARAMS),
-/// SubSaga)` and takes them by reference (`async fn(&Context, &Params) -> Result<bool, StepError>`),
-/// like a handler given as `(function, parameters)`. `name` defaults to the struct's name in kebab
-/// case; `context` is needed only when every step is conditional; `crate` names the runtime when
-/// it is re-exported.
-///
-/// What it generates: an implementation of [`SagaType`] whose definition is built once, an
-/// `inventory` registration (see [`Registry::from_inventory`](crate::registry::Registry::from_inventory)), and compile-time checks: every
-/// listed item is a step, every step works on the same context, every sub-saga is a saga on that
-/// context, and no two steps share a persisted name.
-#[cfg(feature = "macros")]
-pub use saga_macros::saga;
-
-/// Registers an `async fn(CommandContext, Request) -> Result<Response, CommandError>` as the
-/// handler of a command topic of a transactional participant.
-///
-/// `#[transactional_command(topic = "BookFlight", on_commit = apply, on_reject = discard)]`:
-/// `topic` is required; `on_commit` / `on_reject` name `async fn(Settled)` callbacks that receive
-/// the effects this topic's commands staged when their transaction commits or is rejected; `crate`
-/// names the runtime when it is re-exported. The request and the response are serde types.
-///
-/// What it generates: the function is kept as written, and an `inventory` registration adds it
-/// (with its callbacks) to the builder made by
-/// [`TransactionalParticipant::from_inventory`](transactional::TransactionalParticipant::from_inventory).
-/// The handler and the callbacks are checked there, at their paths.
-#[cfg(feature = "macros")]
-pub use saga_macros::transactional_command;
+pub use saga_macros::{local_step, remote_step, saga, transactional_command};
 
 pub mod manual {
     #![doc = include_str!("../docs/manual.md")]
@@ -214,10 +154,10 @@ pub mod prelude {
     pub use crate::{local_step, remote_step, saga, transactional_command};
     pub use serde::{Deserialize, Serialize};
 
-    pub use crate::transactional::{CommandContext, CommandError, Settled};
     pub use crate::{
         Context, DefinitionError, IntoDefinition, Saga, SagaContext, SagaDefinition, SagaRequest,
         SagaResponse, SagaResponseStatus, SagaType, StepError,
+        transactional::{CommandContext, CommandError, Settled},
     };
 }
 
@@ -226,6 +166,8 @@ pub mod prelude {
 pub mod wiring {
     #[cfg(feature = "nats")]
     pub use crate::broker::NatsBroker;
+    #[cfg_attr(feature = "testkit", visibility::make(pub))]
+    pub(crate) use crate::service::SERVICE_NAME_VARIABLE;
     pub use crate::{
         broker::{Broker, InProcessBroker},
         error::ExecutionError,
@@ -233,7 +175,8 @@ pub mod wiring {
         manager::{RunOptions, RunOutcome, SagaError, SagaManager},
         registry::Registry,
         repository::{BatchingRepository, InMemoryRepository, SagaExecutionRepository},
-        service::{SagaService, ServiceError},
+        request_scope::RequestHeaders,
+        service::{SagaService, SagaServiceBuilder, ServiceError},
         shared::Shared,
         transactional::{InMemoryParticipantStore, TransactionalParticipant},
     };

@@ -1,14 +1,5 @@
 //! The registry: every saga a service knows, by persisted name, so that a stored execution is
 //! resumed with the definition it was made from.
-//!
-//! Saga types ([`SagaType`], what `#[saga]` implements) are submitted with `inventory` at compile
-//! time and gathered by [`Registry::from_inventory`] at start-up. The order `inventory` yields them
-//! in is unspecified, so the registry sorts them by name; two sagas with one name are an error that
-//! names both places. [`Registry::empty`] with [`Registry::with`] builds one by hand, for tests and
-//! for targets where `inventory` cannot run.
-//!
-//! Linking caveat: `inventory` only sees crates that are linked into the binary. A crate of sagas
-//! that the binary never references by name must be named with `use my_sagas as _;`.
 
 mod erased;
 
@@ -107,6 +98,15 @@ struct Entry {
 }
 
 /// The sagas a service knows, sorted by persisted name.
+///
+/// Saga types ([`SagaType`], what `#[saga]` implements) are submitted with `inventory` at compile
+/// time and gathered by [`Registry::from_inventory`] at start-up. The order `inventory` yields them
+/// in is unspecified, so the registry sorts them by name; two sagas with one name are an error that
+/// names both places. [`Registry::empty`] with [`Registry::with`] builds one by hand, for tests and
+/// for targets where `inventory` cannot run.
+///
+/// Linking caveat: `inventory` only sees crates that are linked into the binary. A crate of sagas
+/// that the binary never references by name must be named with `use my_sagas as _;`.
 #[derive(Default)]
 pub struct Registry {
     sagas: BTreeMap<String, Entry>,

@@ -1,10 +1,4 @@
 //! The headers of the message being handled, for sagas started inside a message handler.
-//!
-//! A handler runs its code inside [`RequestHeaders::scope`]; a saga started there inherits the
-//! message's headers (its commands nest their transaction inside the message's `transactions`, and a
-//! `user` header wins over the run option), and when the run returns, the message's
-//! `related_services` header gains the services the saga involved, so that the handler's own reply
-//! tells its caller who joined the transaction.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -17,6 +11,12 @@ tokio::task_local! {
 }
 
 /// Shared, mutable headers of the message being handled.
+///
+/// A handler runs its code inside [`RequestHeaders::scope`]; a saga started there inherits the
+/// message's headers (its commands nest their transaction inside the message's `transactions`, and a
+/// `user` header wins over the run option), and when the run returns, the message's
+/// `related_services` header gains the services the saga involved, so that the handler's own reply
+/// tells its caller who joined the transaction.
 #[derive(Debug, Clone, Default)]
 pub struct RequestHeaders {
     headers: Arc<Mutex<Headers>>,

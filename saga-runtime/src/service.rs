@@ -1,33 +1,5 @@
 //! A service: one name, one repository, one broker, and everything a service of a saga system
 //! does on them.
-//!
-//! [`SagaService::builder`] wires the pieces a service otherwise assembles by hand:
-//!
-//! - a [`SagaManager`] that runs the sagas registered with `#[saga]` (a [`Registry::from_inventory`]),
-//!   listens for replies on `{name}Reply` and, on start, recovers what a previous instance left;
-//! - a [`TransactionalParticipant`] that answers every `#[transactional_command]` topic linked into
-//!   the binary and the service's own `_Reserve/_Commit/_Reject{Name}Transaction` topics (a service
-//!   that runs sagas takes part in their two-phase commit too).
-//!
-//! ```
-//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! use saga_runtime::wiring::*;
-//!
-//! let service = SagaService::builder("order")       // replies arrive on `orderReply`
-//!     .repository(InMemoryRepository::new())        // `SqliteRepository`, `PostgresRepository`
-//!     .broker(InProcessBroker::new())               // or `NatsBroker`
-//!     .start()
-//!     .await?;
-//! assert_eq!(service.name(), "order");
-//! // service.manager().run_saga::<CreateOrder>(order, RunOptions::default()).await?;
-//! service.shutdown().await;
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! [`shutdown`](SagaService::shutdown) is graceful: the service stops taking messages, finishes
-//! the ones in hand (handled, answered, acknowledged) and stops its background work; what it did
-//! not take stays with the broker for the next instance.
 
 use std::sync::Arc;
 
@@ -222,8 +194,33 @@ impl SagaServiceBuilder {
 
 /// A running service: its saga manager and its transactional participant.
 ///
-/// Dropping it stops its background tasks abruptly; [`shutdown`](Self::shutdown) stops them
-/// gracefully.
+/// [`SagaService::builder`] wires the pieces a service otherwise assembles by hand:
+///
+/// - a [`SagaManager`] that runs the sagas registered with `#[saga]` (a [`Registry::from_inventory`]),
+///   listens for replies on `{name}Reply` and, on start, recovers what a previous instance left;
+/// - a [`TransactionalParticipant`] that answers every `#[transactional_command]` topic linked into
+///   the binary and the service's own `_Reserve/_Commit/_Reject{Name}Transaction` topics (a service
+///   that runs sagas takes part in their two-phase commit too).
+///
+/// ```
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use saga_runtime::wiring::*;
+///
+/// let service = SagaService::builder("order")       // replies arrive on `orderReply`
+///     .repository(InMemoryRepository::new())        // `SqliteRepository`, `PostgresRepository`
+///     .broker(InProcessBroker::new())               // or `NatsBroker`
+///     .start()
+///     .await?;
+/// // service.manager().run_saga::<CreateOrder>(order, RunOptions::default()).await?;
+/// service.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// [`shutdown`](SagaService::shutdown) is graceful: the service stops taking messages, finishes
+/// the ones in hand (handled, answered, acknowledged) and stops its background work; what it did
+/// not take stays with the broker for the next instance. Dropping it stops its background tasks
+/// abruptly.
 #[derive(Debug)]
 pub struct SagaService {
     name: String,

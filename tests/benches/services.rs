@@ -36,10 +36,10 @@ use async_nats::jetstream::consumer::pull;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use async_trait::async_trait;
+use saga_runtime::broker::{BrokerMessage, header};
 use saga_runtime::broker::{Delivery, DeliverySource, NatsBroker, Subscription};
 use saga_runtime::error::{BrokerError, RepositoryError};
 use saga_runtime::execution::ExecutionRecord;
-use saga_runtime::message::{BrokerMessage, header};
 use saga_runtime::prelude::*;
 use saga_runtime::repository::PostgresRepository;
 use saga_runtime::transactional::{

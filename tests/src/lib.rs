@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use saga_runtime::broker::Broker;
-use saga_runtime::message::{BrokerMessage, Headers};
+use saga_runtime::broker::{BrokerMessage, Headers};
 use saga_runtime::prelude::*;
 use saga_runtime::wiring::*;
 use saga_testkit::{ScriptedParticipant, ScriptedParticipantBuilder};
@@ -191,7 +191,7 @@ pub fn summaries(messages: &[BrokerMessage]) -> Vec<Sent> {
 
 /// The sagas submitted with `inventory` by the items of `module` (`module_path!()`) and its
 /// submodules: the registry a test module would gather if it were a binary of its own.
-pub fn module_registry(module: &str) -> Result<Registry, saga_runtime::registry::RegistryError> {
+pub fn module_registry(module: &str) -> Result<Registry, saga_runtime::error::RegistryError> {
     Registry::from_inventory_where(|saga| {
         saga.type_name()
             .strip_prefix(module)

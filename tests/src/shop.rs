@@ -16,11 +16,11 @@ use std::time::{Duration, SystemTime};
 use saga_runtime::broker::{Broker, NatsBrokerBuilder};
 use saga_runtime::execution::TransactionState;
 use saga_runtime::prelude::*;
-use saga_runtime::service::SagaService;
-use saga_runtime::service::SagaServiceBuilder;
 use saga_runtime::transactional::{
     CommandContext, CommandError, ParticipantStore, Settled, TransactionalParticipantBuilder,
 };
+use saga_runtime::wiring::SagaService;
+use saga_runtime::wiring::SagaServiceBuilder;
 use saga_runtime::wiring::*;
 use serde_json::json;
 

@@ -6,8 +6,8 @@
 use std::any::type_name;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use saga_runtime::error::RegistryError;
 use saga_runtime::prelude::*;
-use saga_runtime::registry::RegistryError;
 use saga_runtime::wiring::*;
 
 /// The sagas' state.

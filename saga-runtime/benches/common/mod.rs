@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use saga_runtime::broker::Broker;
+use saga_runtime::broker::BrokerMessage;
 use saga_runtime::execution::{ExecutionEnv, Outbox};
-use saga_runtime::message::BrokerMessage;
 use saga_runtime::prelude::*;
 use saga_runtime::wiring::*;
 use saga_testkit::ScriptedParticipant;

@@ -18,14 +18,17 @@ use async_trait::async_trait;
 
 #[cfg(feature = "nats")]
 pub use self::nats::{NatsBroker, NatsBrokerBuilder};
-pub use self::{error::BrokerError, in_process::InProcessBroker};
+#[cfg_attr(feature = "testkit", visibility::make(pub))]
+pub(crate) use crate::message::header;
+pub use crate::{
+    broker::{error::BrokerError, in_process::InProcessBroker},
+    message::{BrokerMessage, Headers},
+};
 #[cfg_attr(feature = "testkit", visibility::make(pub))]
 pub(crate) use in_process::{MAX_DEAD_LETTERS, REDELIVERY_DELAY};
 #[cfg(feature = "nats")]
 #[cfg_attr(feature = "testkit", visibility::make(pub))]
 pub(crate) use nats::{DEAD_LETTER_REASON, DEAD_LETTER_TOPIC};
-
-use crate::message::BrokerMessage;
 
 /// Publish/subscribe transport for saga messages.
 #[async_trait]

@@ -389,12 +389,7 @@ impl<C: Context> ConditionalStepBuilder<C> {
     }
 
     /// `if_then` with a condition that takes fixed parameters.
-    pub fn if_then_with<P, F>(
-        self,
-        condition: F,
-        params: P,
-        saga: impl IntoDefinition<C>,
-    ) -> Self
+    pub fn if_then_with<P, F>(self, condition: F, params: P, saga: impl IntoDefinition<C>) -> Self
     where
         P: Send + Sync + 'static,
         F: for<'a> ConditionFnWith<'a, C, P>,

@@ -11,10 +11,11 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use saga_runtime::SagaResponseStatus;
 use saga_runtime::broker::Broker;
+use saga_runtime::broker::{BrokerMessage, header};
 use saga_runtime::committer::Phase;
 use saga_runtime::error::BrokerError;
-use saga_runtime::message::{BrokerMessage, SagaResponseStatus, header};
 
 /// Answers one command: the reply's status and content.
 pub type CommandHandler = Arc<dyn Fn(&BrokerMessage) -> (SagaResponseStatus, Value) + Send + Sync>;

@@ -35,10 +35,10 @@ use std::time::Duration;
 use saga_runtime::broker::NatsBroker;
 use saga_runtime::prelude::*;
 use saga_runtime::repository::PostgresRepository;
-use saga_runtime::service::SagaService;
 use saga_runtime::transactional::{
     CommandContext, CommandError, PostgresParticipantStore, Settled,
 };
+use saga_runtime::wiring::SagaService;
 use saga_runtime::wiring::*;
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};

@@ -4,11 +4,11 @@
 use std::future::ready;
 
 use async_trait::async_trait;
+use saga_runtime::broker::BrokerMessage;
 use saga_runtime::broker::{
     Acknowledge, Broker, Delivery, DeliverySource, InProcessBroker, Subscription,
 };
 use saga_runtime::error::BrokerError;
-use saga_runtime::message::BrokerMessage;
 use saga_testkit::conformance::broker::{self as conformance, Expectations};
 
 #[tokio::test]

@@ -9,10 +9,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 
+use saga_runtime::broker::{BrokerMessage, header};
 use saga_runtime::definition::Branch;
 use saga_runtime::execution::StepExecution;
 use saga_runtime::manager::ReplyOutcome;
-use saga_runtime::message::{BrokerMessage, header};
 use saga_runtime::prelude::*;
 use saga_runtime::wiring::*;
 use saga_tests::{Harness, assert_same_definition, reply_to};

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use saga_runtime::context::ContextError;
+use saga_runtime::error::ContextError;
 use saga_runtime::prelude::*;
 use saga_runtime::wiring::*;
 use saga_tests::Harness;

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
+use saga_runtime::broker::BrokerMessage;
 use saga_runtime::definition::Fingerprint;
-use saga_runtime::message::BrokerMessage;
 use saga_runtime::prelude::*;
 use saga_runtime::wiring::*;
 use saga_tests::Harness;

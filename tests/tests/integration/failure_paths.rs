@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use saga_runtime::broker::Broker;
+use saga_runtime::broker::BrokerMessage;
 use saga_runtime::definition::Branch;
 use saga_runtime::execution::{ExecutionRecord, ReplyRejection, StepExecution};
 use saga_runtime::manager::ReplyOutcome;
-use saga_runtime::message::BrokerMessage;
 use saga_runtime::prelude::*;
 use saga_runtime::wiring::*;
 use saga_tests::faulty::{Faulty, Outage};

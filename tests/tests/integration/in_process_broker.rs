@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use saga_runtime::broker::BrokerMessage;
 use saga_runtime::broker::{Broker, MAX_DEAD_LETTERS, REDELIVERY_DELAY, Subscription};
-use saga_runtime::message::BrokerMessage;
 use saga_runtime::prelude::*;
 use saga_runtime::wiring::*;
 use saga_tests::Harness;

@@ -6,9 +6,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use saga_runtime::broker::header;
 use saga_runtime::committer::Phase;
 use saga_runtime::execution::{ExecutionEnv, Outbox, Progress};
-use saga_runtime::message::header;
 use saga_runtime::prelude::*;
 use saga_runtime::wiring::*;
 use saga_testkit::ParticipantEvent;

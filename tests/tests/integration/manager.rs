@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use saga_runtime::broker::{BrokerMessage, Headers, header};
 use saga_runtime::committer::Phase;
 use saga_runtime::execution::{ExecutionRecord, ReplyRejection};
 use saga_runtime::manager::ReplyOutcome;
-use saga_runtime::message::{BrokerMessage, Headers, header};
 use saga_runtime::prelude::*;
-use saga_runtime::request_scope::RequestHeaders;
+use saga_runtime::wiring::RequestHeaders;
 use saga_runtime::wiring::*;
 use saga_testkit::{ParticipantEvent, ScriptedParticipant};
 use saga_tests::{Harness, eventually, reply_to};

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use saga_runtime::broker::BrokerMessage;
 use saga_runtime::broker::{Broker, DEAD_LETTER_REASON, DeadLetter, NatsBroker, Subscription};
 use saga_runtime::committer::Phase;
-use saga_runtime::message::BrokerMessage;
 use saga_runtime::prelude::*;
 use saga_runtime::wiring::*;
 use saga_testkit::conformance::broker::{self as conformance, Expectations};

@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use saga_runtime::service::SagaService;
-use saga_runtime::service::{SERVICE_NAME_VARIABLE, ServiceError};
 use saga_runtime::transactional::CommandRegistration;
+use saga_runtime::wiring::SagaService;
 use saga_runtime::wiring::*;
+use saga_runtime::wiring::{SERVICE_NAME_VARIABLE, ServiceError};
 use saga_tests::module_registry;
 use saga_tests::shop::{self, Order, Shop, order_saga};
 

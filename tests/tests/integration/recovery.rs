@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use saga_runtime::broker::Broker;
+use saga_runtime::broker::BrokerMessage;
 use saga_runtime::committer::Phase;
 use saga_runtime::error::LoadError;
 use saga_runtime::execution::ExecutionRecord;
 use saga_runtime::manager::{RecoveryReport, ReplyOutcome};
-use saga_runtime::message::BrokerMessage;
 use saga_runtime::prelude::*;
 use saga_runtime::repository::SqliteRepository;
 use saga_runtime::wiring::*;

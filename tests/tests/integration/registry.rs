@@ -6,9 +6,9 @@ use std::sync::{Arc, OnceLock};
 
 use saga_runtime::__private::{SagaRegistration, inventory};
 use saga_runtime::error::LoadError;
+use saga_runtime::error::RegistryError;
 use saga_runtime::manager::ReplyOutcome;
 use saga_runtime::prelude::*;
-use saga_runtime::registry::RegistryError;
 use saga_runtime::wiring::*;
 use saga_tests::{Harness, module_registry, reply_to};
 use serde_json::json;

@@ -10,10 +10,10 @@
 
 use std::sync::Arc;
 
+use saga_runtime::broker::BrokerMessage;
 use saga_runtime::error::LoadError;
 use saga_runtime::execution::{ExecutionEnv, Outbox, ReplyRejection, StepExecution};
 use saga_runtime::manager::ReplyOutcome;
-use saga_runtime::message::BrokerMessage;
 use saga_runtime::prelude::*;
 use saga_runtime::wiring::*;
 use saga_testkit::ScriptedParticipant;

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use saga_runtime::broker::Broker;
+use saga_runtime::broker::{BrokerMessage, header};
 use saga_runtime::execution::{ExecutionRecord, ReplyRejection};
 use saga_runtime::manager::ReplyOutcome;
-use saga_runtime::message::{BrokerMessage, header};
 use saga_runtime::prelude::*;
 use saga_runtime::wiring::*;
 use saga_tests::{Harness, ReplyCounts, eventually, reply_to};

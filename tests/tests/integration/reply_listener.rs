@@ -16,9 +16,9 @@ use async_trait::async_trait;
 use saga_runtime::broker::{
     Acknowledge, Broker, DeadLetter, Delivery, DeliverySource, NatsBroker, Subscription,
 };
+use saga_runtime::broker::{BrokerMessage, header};
 use saga_runtime::error::BrokerError;
 use saga_runtime::execution::ExecutionRecord;
-use saga_runtime::message::{BrokerMessage, header};
 use saga_runtime::prelude::*;
 use saga_runtime::wiring::*;
 use saga_tests::{ReplyCounts, TestNats, eventually, wait_until};

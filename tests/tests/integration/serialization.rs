@@ -6,10 +6,10 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use saga_runtime::broker::{BrokerMessage, Headers, header};
 use saga_runtime::definition::Branch;
 use saga_runtime::error::LoadError;
 use saga_runtime::execution::{ExecutionEnv, ExecutionRecord, Outbox, Progress, ReplyRejection};
-use saga_runtime::message::{BrokerMessage, Headers, header};
 use saga_runtime::prelude::*;
 use saga_runtime::wiring::*;
 use saga_tests::{SERVICE, reply_to};

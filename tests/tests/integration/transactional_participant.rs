@@ -16,9 +16,9 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use futures_util::FutureExt;
 use saga_runtime::broker::{Acknowledge, Delivery, DeliverySource, Subscription};
+use saga_runtime::broker::{BrokerMessage, header};
 use saga_runtime::committer::{Phase, TransactionCommitter};
 use saga_runtime::error::BrokerError;
-use saga_runtime::message::{BrokerMessage, header};
 use saga_runtime::prelude::*;
 use saga_runtime::transactional::{
     CommandAnswer, CommandContext, CommandError, InMemoryParticipantStore, Outcome,

@@ -10,10 +10,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use saga_runtime::broker::BrokerMessage;
 use saga_runtime::committer::{CommitError, Phase, PhaseReport, TransactionCommitter, title_case};
 use saga_runtime::execution::{ExecutionEnv, Outbox, StepExecution, TransactionState};
 use saga_runtime::manager::ReplyOutcome;
-use saga_runtime::message::BrokerMessage;
 use saga_runtime::prelude::*;
 use saga_runtime::wiring::*;
 use saga_testkit::{ParticipantEvent, ScriptedParticipant};

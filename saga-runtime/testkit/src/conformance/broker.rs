@@ -21,9 +21,10 @@ use std::time::Duration;
 use serde_json::json;
 use uuid::Uuid;
 
+use saga_runtime::SagaResponseStatus;
+use saga_runtime::broker::BrokerMessage;
 use saga_runtime::broker::{Broker, Delivery, Subscription};
 use saga_runtime::error::BrokerError;
-use saga_runtime::message::{BrokerMessage, SagaResponseStatus};
 
 /// What the suite may expect of the broker beyond the contract every broker keeps.
 #[derive(Debug, Clone)]

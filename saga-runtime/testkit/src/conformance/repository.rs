@@ -16,9 +16,9 @@ use std::collections::BTreeSet;
 
 use uuid::Uuid;
 
+use saga_runtime::broker::BrokerMessage;
 use saga_runtime::error::RepositoryError;
 use saga_runtime::execution::{ExecutionRecord, SagaStatus, TransactionState};
-use saga_runtime::message::BrokerMessage;
 use saga_runtime::repository::SagaExecutionRepository;
 use serde_json::json;
 
