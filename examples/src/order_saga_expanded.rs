@@ -42,6 +42,22 @@ async fn refund_payment(order: &OrderState) -> Result<SagaRequest, StepError> {
     SagaRequest::new("RefundPayment", &order.payment_id)
 }
 
+// The expansion checks each handler, and each listed step, with a generic function whose bound
+// carries the diagnostic; it generates its own, spanned on the token it checks. Here, one of each.
+fn local_handler<C, F: ::saga_runtime::__private::LocalHandler<C>>(handler: F) -> F {
+    handler
+}
+
+fn request_handler<C, F: ::saga_runtime::__private::RequestHandler<C>>(handler: F) -> F {
+    handler
+}
+
+fn reply_handler<C, F: ::saga_runtime::__private::ReplyHandler<C>>(handler: F) -> F {
+    handler
+}
+
+const fn step_with_context<C, T: ::saga_runtime::__private::StepDef<Context = C>>(_: &T) {}
+
 // `#[local_step(on_failure = cancel_order)] async fn validate_order(..)` becomes a unit struct of
 // the same name, with the function as `call`, ...
 #[allow(non_camel_case_types)]
@@ -66,12 +82,8 @@ const _: () = {
             saga: ::saga_runtime::__private::Saga<OrderState>,
         ) -> ::saga_runtime::__private::Saga<OrderState> {
             saga.local_step(<Self as ::saga_runtime::__private::StepDef>::NAME)
-                .on_execute(::saga_runtime::__private::local_handler::<OrderState, _>(
-                    validate_order::call,
-                ))
-                .on_failure(::saga_runtime::__private::local_handler::<OrderState, _>(
-                    cancel_order,
-                ))
+                .on_execute(local_handler::<OrderState, _>(validate_order::call))
+                .on_failure(local_handler::<OrderState, _>(cancel_order))
                 .end_step()
         }
     }
@@ -97,15 +109,9 @@ const _: () = {
             saga: ::saga_runtime::__private::Saga<OrderState>,
         ) -> ::saga_runtime::__private::Saga<OrderState> {
             saga.remote_step(<Self as ::saga_runtime::__private::StepDef>::NAME)
-                .on_execute(::saga_runtime::__private::request_handler::<OrderState, _>(
-                    charge_payment::call,
-                ))
-                .on_success(::saga_runtime::__private::reply_handler::<OrderState, _>(
-                    payment_done,
-                ))
-                .on_failure(::saga_runtime::__private::request_handler::<OrderState, _>(
-                    refund_payment,
-                ))
+                .on_execute(request_handler::<OrderState, _>(charge_payment::call))
+                .on_success(reply_handler::<OrderState, _>(payment_done))
+                .on_failure(request_handler::<OrderState, _>(refund_payment))
                 .end_step()
         }
     }
@@ -156,14 +162,12 @@ const _: () = {
 
     // Checked when it compiles: each listed item is a step on the saga's context ...
     const _: () = {
-        ::saga_runtime::__private::step_with_context::<
-            <validate_order as ::saga_runtime::__private::StepDef>::Context,
-            _,
-        >(&validate_order);
-        ::saga_runtime::__private::step_with_context::<
-            <validate_order as ::saga_runtime::__private::StepDef>::Context,
-            _,
-        >(&charge_payment);
+        step_with_context::<<validate_order as ::saga_runtime::__private::StepDef>::Context, _>(
+            &validate_order,
+        );
+        step_with_context::<<validate_order as ::saga_runtime::__private::StepDef>::Context, _>(
+            &charge_payment,
+        );
         // ... and no two steps share a persisted name.
         ::core::assert!(
             !::saga_runtime::__private::same_name(
