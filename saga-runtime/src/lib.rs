@@ -135,7 +135,9 @@ pub mod __private {
 
     pub use crate::{
         context::Context,
-        definition::{Saga, SagaDefinition},
+        definition::{
+            ConditionHandler, LocalHandler, ReplyHandler, RequestHandler, Saga, SagaDefinition,
+        },
         // The crash points of a `fault-injection` build (re-exported by `saga-testkit`).
         faults::POINTS as CRASH_POINTS,
         message::{SagaRequest, SagaResponse},

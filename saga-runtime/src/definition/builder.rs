@@ -6,9 +6,10 @@ use super::handler::{
     ConditionCall, Handler, LocalCall, Plain, ReplyCall, RequestCall, WithParams,
 };
 use super::{
-    ConditionFn, ConditionFnWith, ConditionalStep, DefinitionError, Fingerprint, IfThen,
-    IntoDefinition, LocalFn, LocalFnWith, LocalStep, RemoteStep, ReplyFn, ReplyFnWith, RequestFn,
-    RequestFnWith, SagaDefinition, StepDefinition,
+    ConditionFn, ConditionFnWith, ConditionHandler, ConditionalStep, DefinitionError, Fingerprint,
+    IfThen, IntoDefinition, LocalFn, LocalFnWith, LocalHandler, LocalStep, RemoteStep, ReplyFn,
+    ReplyFnWith, ReplyHandler, RequestFn, RequestFnWith, RequestHandler, SagaDefinition,
+    StepDefinition,
 };
 use crate::context::Context;
 
@@ -175,7 +176,7 @@ pub struct LocalStepBuilder<C> {
 
 impl<C: Context> LocalStepBuilder<C> {
     /// The step's code: `async fn(&mut C) -> Result<(), StepError>`.
-    pub fn on_execute<F: for<'a> LocalFn<'a, C>>(self, f: F) -> Self {
+    pub fn on_execute<F: LocalHandler<C>>(self, f: F) -> Self {
         self.set_execute(local(f))
     }
 
@@ -189,7 +190,7 @@ impl<C: Context> LocalStepBuilder<C> {
     }
 
     /// The compensation: `async fn(&mut C) -> Result<(), StepError>`.
-    pub fn on_failure<F: for<'a> LocalFn<'a, C>>(self, f: F) -> Self {
+    pub fn on_failure<F: LocalHandler<C>>(self, f: F) -> Self {
         self.set_failure(local(f))
     }
 
@@ -254,7 +255,7 @@ pub struct RemoteStepBuilder<C> {
 
 impl<C: Context> RemoteStepBuilder<C> {
     /// Builds the command: `async fn(&C) -> Result<SagaRequest, StepError>`.
-    pub fn on_execute<F: for<'a> RequestFn<'a, C>>(self, f: F) -> Self {
+    pub fn on_execute<F: RequestHandler<C>>(self, f: F) -> Self {
         self.set_execute(request(f))
     }
 
@@ -268,7 +269,7 @@ impl<C: Context> RemoteStepBuilder<C> {
     }
 
     /// Handles a SUCCESS reply: `async fn(&mut C, SagaResponse) -> Result<(), StepError>`.
-    pub fn on_success<F: for<'a> ReplyFn<'a, C>>(self, f: F) -> Self {
+    pub fn on_success<F: ReplyHandler<C>>(self, f: F) -> Self {
         self.set_success(reply(f))
     }
 
@@ -283,7 +284,7 @@ impl<C: Context> RemoteStepBuilder<C> {
 
     /// Handles an ERROR reply: `async fn(&mut C, SagaResponse) -> Result<(), StepError>`. Without it,
     /// an ERROR reply fails the step.
-    pub fn on_error<F: for<'a> ReplyFn<'a, C>>(self, f: F) -> Self {
+    pub fn on_error<F: ReplyHandler<C>>(self, f: F) -> Self {
         self.set_error(reply(f))
     }
 
@@ -297,7 +298,7 @@ impl<C: Context> RemoteStepBuilder<C> {
     }
 
     /// Builds the compensating command: `async fn(&C) -> Result<SagaRequest, StepError>`.
-    pub fn on_failure<F: for<'a> RequestFn<'a, C>>(self, f: F) -> Self {
+    pub fn on_failure<F: RequestHandler<C>>(self, f: F) -> Self {
         self.set_failure(request(f))
     }
 
@@ -383,7 +384,7 @@ impl<C: Context> ConditionalStepBuilder<C> {
     /// earlier alternative did, `saga` runs.
     pub fn if_then<F>(self, condition: F, saga: impl IntoDefinition<C>) -> Self
     where
-        F: for<'a> ConditionFn<'a, C>,
+        F: ConditionHandler<C>,
     {
         self.add_if(condition_handler(condition), saga.into_definition())
     }

@@ -140,3 +140,43 @@ impl<H: ?Sized> Handler<H> {
             .unwrap_or(without_generics)
     }
 }
+
+// The bounds the builder puts on each handler slot: one trait per slot over the higher-ranked shape,
+// so that a wrong handler is reported with the signature it should have, not as an unsatisfied
+// `for<'a>` bound (diagnostics are not read through higher-ranked bounds).
+
+/// A local step's `on_execute` / `on_failure` handler.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a local step handler",
+    label = "expected `async fn(&mut {C}) -> Result<(), StepError>`"
+)]
+pub trait LocalHandler<C>: for<'a> LocalFn<'a, C> {}
+
+impl<C: 'static, F: for<'a> LocalFn<'a, C>> LocalHandler<C> for F {}
+
+/// A remote step's `on_execute` / `on_failure` handler.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a remote step's request handler",
+    label = "expected `async fn(&{C}) -> Result<SagaRequest, StepError>`"
+)]
+pub trait RequestHandler<C>: for<'a> RequestFn<'a, C> {}
+
+impl<C: 'static, F: for<'a> RequestFn<'a, C>> RequestHandler<C> for F {}
+
+/// A remote step's `on_success` / `on_error` handler.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a reply handler",
+    label = "expected `async fn(&mut {C}, SagaResponse) -> Result<(), StepError>`"
+)]
+pub trait ReplyHandler<C>: for<'a> ReplyFn<'a, C> {}
+
+impl<C: 'static, F: for<'a> ReplyFn<'a, C>> ReplyHandler<C> for F {}
+
+/// A conditional alternative's condition.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a condition",
+    label = "expected `async fn(&{C}) -> Result<bool, StepError>`"
+)]
+pub trait ConditionHandler<C>: for<'a> ConditionFn<'a, C> {}
+
+impl<C: 'static, F: for<'a> ConditionFn<'a, C>> ConditionHandler<C> for F {}

@@ -21,8 +21,8 @@ pub use self::{
     error::DefinitionError,
     fingerprint::Fingerprint,
     handler::{
-        BoxFuture, ConditionFn, ConditionFnWith, LocalFn, LocalFnWith, ReplyFn, ReplyFnWith,
-        RequestFn, RequestFnWith,
+        BoxFuture, ConditionFn, ConditionFnWith, ConditionHandler, LocalFn, LocalFnWith,
+        LocalHandler, ReplyFn, ReplyFnWith, ReplyHandler, RequestFn, RequestFnWith, RequestHandler,
     },
     steps::{ConditionalStep, LocalStep, RemoteStep, StepDefinition, StepKind},
 };
