@@ -59,13 +59,13 @@ pub enum Staging {
     Answered(CommandAnswer),
 }
 
-/// How a transaction settled.
+/// The decision for a transaction, which its settlement applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
-    /// Committed: its effects went to the `on_commit` callbacks.
+    /// Committed: its effects go to the `on_commit` callbacks.
     Committed,
-    /// Rejected: its effects went to the `on_reject` callbacks.
+    /// Rejected: its effects go to the `on_reject` callbacks.
     Rejected,
 }
 
@@ -110,11 +110,6 @@ pub trait ParticipantStore: Send + Sync + 'static {
     /// `transaction`'s staged effects, in the order they were staged, left in place.
     async fn staged(&self, transaction: Uuid) -> Result<Vec<StagedEffect>, ParticipantStoreError>;
 
-    /// Removes `transaction`'s staged effects and reservation (commit or reject), returning the
-    /// effects in the order they were staged; nothing for an unknown transaction. The answers of its
-    /// commands stay.
-    async fn take(&self, transaction: Uuid) -> Result<Vec<StagedEffect>, ParticipantStoreError>;
-
     /// The transactions asked to reserve (whatever the answer) before `before` and not settled
     /// since.
     async fn expired_reservations(
@@ -122,30 +117,39 @@ pub trait ParticipantStore: Send + Sync + 'static {
         before: SystemTime,
     ) -> Result<Vec<Uuid>, ParticipantStoreError>;
 
-    /// Settles `transaction` as `outcome`: removes its staged effects and reservation like
-    /// [`take`](Self::take) and, in the same atomic step, remembers the outcome
-    /// ([`outcome`](Self::outcome)), so that a message about the transaction arriving after it
-    /// settled (a compensation command that raced the reject, a redelivered reserve) is not taken
-    /// for a transaction still open. The outcome is forgotten with the answers
+    /// Records the decision for `transaction` (commit or reject) unless one was recorded already,
+    /// and returns the one that stands: the first. Settling starts here, before any callback
+    /// runs, so that a settlement interrupted by a crash resumes with the same decision and a
+    /// decided transaction is never settled the other way; a message about the transaction that
+    /// arrives later (a compensation command that raced the reject, a redelivered reserve) sees it
+    /// ([`outcome`](Self::outcome)). Decisions are forgotten with the answers
     /// ([`forget_answers`](Self::forget_answers)).
-    ///
-    /// The default remembers nothing: it is [`take`](Self::take).
-    async fn settle(
+    async fn decide(
         &self,
         transaction: Uuid,
         outcome: Outcome,
-    ) -> Result<Vec<StagedEffect>, ParticipantStoreError> {
-        let _ = outcome;
-        self.take(transaction).await
-    }
+    ) -> Result<Outcome, ParticipantStoreError>;
 
-    /// How `transaction` settled, if it did and that is still remembered.
-    ///
-    /// The default remembers nothing: `None`.
-    async fn outcome(&self, transaction: Uuid) -> Result<Option<Outcome>, ParticipantStoreError> {
-        let _ = transaction;
-        Ok(None)
-    }
+    /// The decision recorded for `transaction`, if there is one and it is still remembered.
+    async fn outcome(&self, transaction: Uuid) -> Result<Option<Outcome>, ParticipantStoreError>;
+
+    /// Removes the first `count` of `transaction`'s staged effects in staging order (those handed to
+    /// the callbacks of its decision), atomically, and returns how many remain: effects staged
+    /// while the callbacks ran, which the same decision settles next. When none remain, the
+    /// transaction's reservation is removed too: its settlement is finished.
+    async fn remove_settled(
+        &self,
+        transaction: Uuid,
+        count: usize,
+    ) -> Result<usize, ParticipantStoreError>;
+
+    /// The transactions decided before `before` whose settlement did not finish: effects or a
+    /// reservation of theirs remain (a crash between the decision and the end of the callbacks),
+    /// with their decision, oldest first.
+    async fn unfinished(
+        &self,
+        before: SystemTime,
+    ) -> Result<Vec<(Uuid, Outcome)>, ParticipantStoreError>;
 }
 
 crate::shared::shared_port!(ParticipantStore);
@@ -278,12 +282,6 @@ impl ParticipantStore for InMemoryParticipantStore {
             .unwrap_or_default())
     }
 
-    async fn take(&self, transaction: Uuid) -> Result<Vec<StagedEffect>, ParticipantStoreError> {
-        let mut state = self.state();
-        state.reservations.remove(&transaction);
-        Ok(state.effects.remove(&transaction).unwrap_or_default())
-    }
-
     async fn expired_reservations(
         &self,
         before: SystemTime,
@@ -297,19 +295,56 @@ impl ParticipantStore for InMemoryParticipantStore {
             .collect())
     }
 
-    async fn settle(
+    async fn decide(
         &self,
         transaction: Uuid,
         outcome: Outcome,
-    ) -> Result<Vec<StagedEffect>, ParticipantStoreError> {
+    ) -> Result<Outcome, ParticipantStoreError> {
         let mut state = self.state();
-        state.reservations.remove(&transaction);
-        // The first settlement stands.
-        state
+        let (decided, _) = state
             .outcomes
             .entry(transaction)
             .or_insert((outcome, SystemTime::now()));
-        Ok(state.effects.remove(&transaction).unwrap_or_default())
+        Ok(*decided)
+    }
+
+    async fn remove_settled(
+        &self,
+        transaction: Uuid,
+        count: usize,
+    ) -> Result<usize, ParticipantStoreError> {
+        let mut state = self.state();
+        let left = state.effects.get_mut(&transaction).map_or(0, |effects| {
+            effects.drain(..count.min(effects.len()));
+            effects.len()
+        });
+        if left == 0 {
+            state.effects.remove(&transaction);
+            state.reservations.remove(&transaction);
+        }
+        Ok(left)
+    }
+
+    async fn unfinished(
+        &self,
+        before: SystemTime,
+    ) -> Result<Vec<(Uuid, Outcome)>, ParticipantStoreError> {
+        let state = self.state();
+        let mut unfinished: Vec<_> = state
+            .outcomes
+            .iter()
+            .filter(|(transaction, (_, at))| {
+                *at < before
+                    && (state.effects.contains_key(transaction)
+                        || state.reservations.contains_key(transaction))
+            })
+            .map(|(transaction, (outcome, at))| (*at, *transaction, *outcome))
+            .collect();
+        unfinished.sort_by_key(|(at, transaction, _)| (*at, *transaction));
+        Ok(unfinished
+            .into_iter()
+            .map(|(_, transaction, outcome)| (transaction, outcome))
+            .collect())
     }
 
     async fn outcome(&self, transaction: Uuid) -> Result<Option<Outcome>, ParticipantStoreError> {

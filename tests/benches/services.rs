@@ -43,7 +43,7 @@ use saga_runtime::execution::ExecutionRecord;
 use saga_runtime::prelude::*;
 use saga_runtime::repository::PostgresRepository;
 use saga_runtime::transactional::{
-    CommandAnswer, CommandContext, CommandError, ParticipantStore, ParticipantStoreError,
+    CommandAnswer, CommandContext, CommandError, Outcome, ParticipantStore, ParticipantStoreError,
     PostgresParticipantStore, StagedEffect, Staging,
 };
 use saga_runtime::wiring::*;
@@ -392,17 +392,43 @@ impl ParticipantStore for CountingStore {
         self.inner.staged(transaction).await
     }
 
-    async fn take(&self, transaction: Uuid) -> Result<Vec<StagedEffect>, ParticipantStoreError> {
-        bump(&self.ops.pg_writes);
-        self.inner.take(transaction).await
-    }
-
     async fn expired_reservations(
         &self,
         before: SystemTime,
     ) -> Result<Vec<Uuid>, ParticipantStoreError> {
         bump(&self.ops.pg_reads);
         self.inner.expired_reservations(before).await
+    }
+
+    async fn decide(
+        &self,
+        transaction: Uuid,
+        outcome: Outcome,
+    ) -> Result<Outcome, ParticipantStoreError> {
+        bump(&self.ops.pg_writes);
+        self.inner.decide(transaction, outcome).await
+    }
+
+    async fn outcome(&self, transaction: Uuid) -> Result<Option<Outcome>, ParticipantStoreError> {
+        bump(&self.ops.pg_reads);
+        self.inner.outcome(transaction).await
+    }
+
+    async fn remove_settled(
+        &self,
+        transaction: Uuid,
+        count: usize,
+    ) -> Result<usize, ParticipantStoreError> {
+        bump(&self.ops.pg_writes);
+        self.inner.remove_settled(transaction, count).await
+    }
+
+    async fn unfinished(
+        &self,
+        before: SystemTime,
+    ) -> Result<Vec<(Uuid, Outcome)>, ParticipantStoreError> {
+        bump(&self.ops.pg_reads);
+        self.inner.unfinished(before).await
     }
 }
 

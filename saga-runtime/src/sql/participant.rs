@@ -16,13 +16,25 @@ use crate::participant_store::{
 const SELECT_EFFECTS: &str = "SELECT topic, effect_key, effect FROM participant_effects \
     WHERE transaction_id = $1 ORDER BY seq";
 
-/// What settling removes: the staged effects and the reservation.
-const DELETE_SETTLED: [&str; 2] = [
-    "DELETE FROM participant_effects WHERE transaction_id = $1",
-    "DELETE FROM participant_reservations WHERE transaction_id = $1",
-];
+/// The first `$2` effects of the transaction, in staging order: those its callbacks were handed.
+const DELETE_SETTLED_EFFECTS: &str = "DELETE FROM participant_effects WHERE seq IN \
+    (SELECT seq FROM participant_effects WHERE transaction_id = $1 ORDER BY seq LIMIT $2)";
 
-/// The first settlement stands.
+const COUNT_EFFECTS: &str =
+    "SELECT COUNT(*) AS remaining FROM participant_effects WHERE transaction_id = $1";
+
+const DELETE_RESERVATION: &str = "DELETE FROM participant_reservations WHERE transaction_id = $1";
+
+/// The decided transactions whose effects or reservation remain.
+const SELECT_UNFINISHED: &str = "SELECT transaction_id, committed FROM participant_outcomes AS decided \
+    WHERE decided.at_ms < $1 AND (\
+      EXISTS (SELECT 1 FROM participant_effects AS effect \
+              WHERE effect.transaction_id = decided.transaction_id) \
+      OR EXISTS (SELECT 1 FROM participant_reservations AS held \
+                 WHERE held.transaction_id = decided.transaction_id)) \
+    ORDER BY decided.at_ms, decided.transaction_id";
+
+/// The first decision stands.
 const INSERT_OUTCOME: &str = "INSERT INTO participant_outcomes (transaction_id, committed, at_ms) \
     VALUES ($1, $2, $3) ON CONFLICT (transaction_id) DO NOTHING";
 
@@ -186,28 +198,78 @@ impl<B: Backend> ParticipantTables<B> {
         effects_in::<B>(&mut connection, transaction).await
     }
 
-    /// Removes `transaction`'s staged effects and reservation, returning the effects; with an
-    /// outcome, remembers it in the same transaction (see `ParticipantStore::take` and `settle`).
-    pub(crate) async fn remove(
+    /// See `ParticipantStore::decide`.
+    pub(crate) async fn decide(
         &self,
         transaction: Uuid,
-        outcome: Option<Outcome>,
-    ) -> Result<Vec<StagedEffect>, ParticipantStoreError> {
+        outcome: Outcome,
+    ) -> Result<Outcome, ParticipantStoreError> {
+        let mut connection = self.pool.acquire().await.map_err(storage)?;
+        let record = sqlx::query::<B>(INSERT_OUTCOME)
+            .id(transaction)
+            .value(outcome == Outcome::Committed)
+            .value(unix_ms(SystemTime::now()));
+        B::execute(record, &mut connection).await.map_err(storage)?;
+        // The insert, or the earlier decision it yielded to, is committed: this reads the one that
+        // stands.
+        outcome_in::<B>(&mut connection, transaction)
+            .await?
+            .ok_or_else(|| {
+                ParticipantStoreError::Storage(
+                    format!(
+                        "the decision for transaction {transaction} was forgotten while deciding"
+                    )
+                    .into(),
+                )
+            })
+    }
+
+    /// See `ParticipantStore::remove_settled`.
+    pub(crate) async fn remove_settled(
+        &self,
+        transaction: Uuid,
+        count: usize,
+    ) -> Result<usize, ParticipantStoreError> {
         let mut tx = B::begin_write(&self.pool).await.map_err(storage)?;
-        let effects = effects_in::<B>(&mut tx, transaction).await?;
-        for text in DELETE_SETTLED {
-            let delete = sqlx::query::<B>(text).id(transaction);
+        if count > 0 {
+            let limit = i64::try_from(count).unwrap_or(i64::MAX);
+            let delete = sqlx::query::<B>(DELETE_SETTLED_EFFECTS)
+                .id(transaction)
+                .value(limit);
             B::execute(delete, &mut tx).await.map_err(storage)?;
         }
-        if let Some(outcome) = outcome {
-            let remember = sqlx::query::<B>(INSERT_OUTCOME)
-                .id(transaction)
-                .value(outcome == Outcome::Committed)
-                .value(unix_ms(SystemTime::now()));
-            B::execute(remember, &mut tx).await.map_err(storage)?;
+        let count_left = sqlx::query::<B>(COUNT_EFFECTS).id(transaction);
+        let row = B::fetch_optional(count_left, &mut tx)
+            .await
+            .map_err(storage)?;
+        let remaining: i64 = match row {
+            Some(row) => B::get(&row, "remaining").map_err(storage)?,
+            None => 0,
+        };
+        if remaining == 0 {
+            let delete = sqlx::query::<B>(DELETE_RESERVATION).id(transaction);
+            B::execute(delete, &mut tx).await.map_err(storage)?;
         }
         tx.commit().await.map_err(storage)?;
-        Ok(effects)
+        Ok(usize::try_from(remaining).unwrap_or(usize::MAX))
+    }
+
+    /// See `ParticipantStore::unfinished`.
+    pub(crate) async fn unfinished(
+        &self,
+        before: SystemTime,
+    ) -> Result<Vec<(Uuid, Outcome)>, ParticipantStoreError> {
+        let mut connection = self.pool.acquire().await.map_err(storage)?;
+        let statement = sqlx::query::<B>(SELECT_UNFINISHED).value(unix_ms(before));
+        let rows = B::fetch_all(statement, &mut connection)
+            .await
+            .map_err(storage)?;
+        rows.iter()
+            .map(|row| {
+                let transaction = required_id::<B>(row, "transaction_id")?;
+                Ok((transaction, decision_of::<B>(row)?))
+            })
+            .collect()
     }
 
     /// See `ParticipantStore::outcome`.
@@ -216,19 +278,7 @@ impl<B: Backend> ParticipantTables<B> {
         transaction: Uuid,
     ) -> Result<Option<Outcome>, ParticipantStoreError> {
         let mut connection = self.pool.acquire().await.map_err(storage)?;
-        let statement = sqlx::query::<B>(SELECT_OUTCOME).id(transaction);
-        let row = B::fetch_optional(statement, &mut connection)
-            .await
-            .map_err(storage)?;
-        row.map(|row| {
-            let committed = B::flag(&row, "committed").map_err(storage)?;
-            Ok(if committed {
-                Outcome::Committed
-            } else {
-                Outcome::Rejected
-            })
-        })
-        .transpose()
+        outcome_in::<B>(&mut connection, transaction).await
     }
 
     /// See `ParticipantStore::expired_reservations`.
@@ -289,6 +339,27 @@ async fn reserve_locked<B: Backend>(
         .value(unix_ms(SystemTime::now()));
     B::execute(record, connection).await.map_err(storage)?;
     Ok(refused)
+}
+
+/// The decision recorded for `transaction`, read on `connection`.
+async fn outcome_in<B: Backend>(
+    connection: &mut B::Connection,
+    transaction: Uuid,
+) -> Result<Option<Outcome>, ParticipantStoreError> {
+    let statement = sqlx::query::<B>(SELECT_OUTCOME).id(transaction);
+    let row = B::fetch_optional(statement, connection)
+        .await
+        .map_err(storage)?;
+    row.map(|row| decision_of::<B>(&row)).transpose()
+}
+
+/// The decision in column `committed` of `row`.
+fn decision_of<B: Backend>(row: &B::Row) -> Result<Outcome, ParticipantStoreError> {
+    Ok(if B::flag(row, "committed").map_err(storage)? {
+        Outcome::Committed
+    } else {
+        Outcome::Rejected
+    })
 }
 
 /// `transaction`'s staged effects, in staging order, read on `connection`.
@@ -400,13 +471,6 @@ macro_rules! forward_participant_store {
                     self.$tables.staged(transaction).await
                 }
 
-                async fn take(
-                    &self,
-                    transaction: Uuid,
-                ) -> Result<Vec<StagedEffect>, ParticipantStoreError> {
-                    self.$tables.remove(transaction, None).await
-                }
-
                 async fn expired_reservations(
                     &self,
                     before: SystemTime,
@@ -414,12 +478,27 @@ macro_rules! forward_participant_store {
                     self.$tables.expired_reservations(before).await
                 }
 
-                async fn settle(
+                async fn decide(
                     &self,
                     transaction: Uuid,
                     outcome: Outcome,
-                ) -> Result<Vec<StagedEffect>, ParticipantStoreError> {
-                    self.$tables.remove(transaction, Some(outcome)).await
+                ) -> Result<Outcome, ParticipantStoreError> {
+                    self.$tables.decide(transaction, outcome).await
+                }
+
+                async fn remove_settled(
+                    &self,
+                    transaction: Uuid,
+                    count: usize,
+                ) -> Result<usize, ParticipantStoreError> {
+                    self.$tables.remove_settled(transaction, count).await
+                }
+
+                async fn unfinished(
+                    &self,
+                    before: SystemTime,
+                ) -> Result<Vec<(Uuid, Outcome)>, ParticipantStoreError> {
+                    self.$tables.unfinished(before).await
                 }
 
                 async fn outcome(

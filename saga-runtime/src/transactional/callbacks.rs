@@ -11,6 +11,11 @@ use super::panics::catch_panic;
 use crate::participant_store::{Outcome, StagedEffect};
 
 /// A settled transaction, as the `on_commit` / `on_reject` callbacks receive it.
+///
+/// A callback runs at least once per effect: a settlement cut short (a crash, a panic) is finished
+/// later with the same decision and hands the effects it had not removed again. The transaction id
+/// with an effect's key identifies the effect across such repeats, for a callback to apply it once
+/// (for instance by recording the pair beside what it applies, in the same database transaction).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settled {
     /// The transaction.

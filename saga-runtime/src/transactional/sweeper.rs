@@ -1,5 +1,6 @@
-//! The sweeper: a task that rejects the reservations nobody settled within the reservation
-//! timeout, and forgets the command answers older than the answer retention.
+//! The sweeper: a task that finishes the settlements cut short (with their recorded decision),
+//! rejects the reservations nobody decided within the reservation timeout, and forgets the command
+//! answers older than the answer retention.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -55,9 +56,21 @@ impl Inner {
         }
     }
 
-    /// Rejects the reservations older than `timeout`.
+    /// Finishes the settlements decided more than `timeout` ago and cut short, with their decision;
+    /// then rejects the reservations older than `timeout` that no decision reached.
     async fn sweep(&self, timeout: Duration) {
         let before = older_than(SystemTime::now(), timeout);
+        match self.store.unfinished(before).await {
+            Ok(unfinished) => {
+                for (transaction, decided) in unfinished {
+                    let _settling = self.lock_settlement(transaction).await;
+                    tracing::warn!(%transaction, ?decided, "finishing a settlement that was cut short");
+                    // A failure is logged by `settle`; the next sweep tries again.
+                    let _ = self.settle(decided, transaction).await;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "could not list the unfinished settlements"),
+        }
         let expired = match self.store.expired_reservations(before).await {
             Ok(expired) => expired,
             Err(error) => {
@@ -67,7 +80,8 @@ impl Inner {
         };
         for transaction in expired {
             let _settling = self.lock_settlement(transaction).await;
-            // Settled between the listing and the lock: nothing left to expire.
+            // Decided between the listing and the lock (or decided and finished above): a
+            // decision is never overturned.
             if !matches!(self.store.outcome(transaction).await, Ok(None)) {
                 continue;
             }
@@ -157,5 +171,53 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(5)).await;
         harness.inner.forget_answers(Duration::ZERO).await;
         assert!(harness.store.answered(command).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_settlement_cut_short_is_finished_with_its_decision_not_rejected() {
+        use std::sync::Mutex;
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        use crate::transactional::callbacks::Callbacks;
+
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let interrupted = Arc::new(AtomicBool::new(false));
+        let mut callbacks = Callbacks::default();
+        for outcome in [Outcome::Committed, Outcome::Rejected] {
+            let seen = Arc::clone(&seen);
+            let interrupted = Arc::clone(&interrupted);
+            callbacks.add(outcome, None, move |_| {
+                seen.lock().unwrap().push(outcome);
+                let first = !interrupted.swap(true, Ordering::SeqCst);
+                async move {
+                    if first {
+                        panic!("killed mid-callback");
+                    }
+                }
+            });
+        }
+        let harness = Harness::with_callbacks(callbacks);
+        let transaction = reserve_staged(&harness, "seat-1").await;
+        let cut_short = harness.inner.settle(Outcome::Committed, transaction).await;
+        assert!(cut_short.is_err());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        harness.inner.sweep(Duration::ZERO).await;
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [Outcome::Committed, Outcome::Committed]
+        );
+        assert!(harness.store.staged(transaction).await.unwrap().is_empty());
+        let decided = harness.store.outcome(transaction).await.unwrap();
+        assert_eq!(decided, Some(Outcome::Committed));
+        assert_eq!(harness.inner.counters.snapshot().expired, 0);
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        assert!(
+            harness
+                .store
+                .expired_reservations(later)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }

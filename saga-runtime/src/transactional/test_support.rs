@@ -14,8 +14,8 @@ use crate::broker::{Broker, InProcessBroker, Subscription};
 use crate::error::BrokerError;
 use crate::message::BrokerMessage;
 use crate::participant_store::{
-    CommandAnswer, InMemoryParticipantStore, ParticipantStore, ParticipantStoreError, StagedEffect,
-    Staging,
+    CommandAnswer, InMemoryParticipantStore, Outcome, ParticipantStore, ParticipantStoreError,
+    StagedEffect, Staging,
 };
 
 /// A participant's state, without its tasks: the tests call its methods one message at a time.
@@ -143,14 +143,37 @@ impl ParticipantStore for UnreachableStore {
         Err(unreachable())
     }
 
-    async fn take(&self, _transaction: Uuid) -> Result<Vec<StagedEffect>, ParticipantStoreError> {
-        Err(unreachable())
-    }
-
     async fn expired_reservations(
         &self,
         _before: SystemTime,
     ) -> Result<Vec<Uuid>, ParticipantStoreError> {
+        Err(unreachable())
+    }
+
+    async fn decide(
+        &self,
+        _transaction: Uuid,
+        _outcome: Outcome,
+    ) -> Result<Outcome, ParticipantStoreError> {
+        Err(unreachable())
+    }
+
+    async fn outcome(&self, _transaction: Uuid) -> Result<Option<Outcome>, ParticipantStoreError> {
+        Err(unreachable())
+    }
+
+    async fn remove_settled(
+        &self,
+        _transaction: Uuid,
+        _count: usize,
+    ) -> Result<usize, ParticipantStoreError> {
+        Err(unreachable())
+    }
+
+    async fn unfinished(
+        &self,
+        _before: SystemTime,
+    ) -> Result<Vec<(Uuid, Outcome)>, ParticipantStoreError> {
         Err(unreachable())
     }
 }

@@ -68,11 +68,17 @@ impl Inner {
         self.reply(message, status, content).await
     }
 
-    /// Settles `transaction` as `outcome`: SUCCESS, or SYSTEM_ERROR when it could not be (the
+    /// Settles `transaction` as `outcome`: SUCCESS; ERROR when another decision was recorded first
+    /// (the transaction is settled by that one); SYSTEM_ERROR when it could not be settled (the
     /// committer asks again). The caller holds the transaction's lock.
     async fn answer_settlement(&self, outcome: Outcome, transaction: Uuid) -> Answer {
         match self.settle(outcome, transaction).await {
-            Ok(()) => (SagaResponseStatus::Success, Value::Null),
+            Ok(decided) if decided == outcome => (SagaResponseStatus::Success, Value::Null),
+            // Asked to reject a transaction whose commit was decided here: it stays committed.
+            Ok(decided) => {
+                let content = format!("transaction {transaction} was decided {decided:?} here");
+                (SagaResponseStatus::Error, Value::String(content))
+            }
             Err(error) => (
                 SagaResponseStatus::SystemError,
                 Value::String(error.to_string()),

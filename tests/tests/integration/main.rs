@@ -24,6 +24,7 @@ mod manager;
 mod nats_broker;
 mod nats_services;
 mod nats_timeouts;
+mod participant_settlement;
 mod postgres_durability;
 mod recovery;
 mod registry;

@@ -34,7 +34,7 @@ use uuid::Uuid;
 
 /// The stores the tests run on.
 #[derive(Debug, Clone, Copy)]
-enum Backend {
+pub(super) enum Backend {
     Memory,
     Sqlite,
     Postgres,
@@ -81,7 +81,7 @@ macro_rules! on_durable_stores {
 }
 
 /// Where one service's store lives: a store opened on it again finds what the earlier ones kept.
-enum Place {
+pub(super) enum Place {
     Memory(Arc<InMemoryParticipantStore>),
     Sqlite(PathBuf),
     Postgres(TestDatabase),
@@ -89,7 +89,7 @@ enum Place {
 
 /// A store opened on a [`Place`].
 #[derive(Clone)]
-enum Store {
+pub(super) enum Store {
     Memory(Arc<InMemoryParticipantStore>),
     Sqlite(Arc<SqliteParticipantStore>),
     Postgres(Arc<PostgresParticipantStore>),
@@ -97,7 +97,7 @@ enum Store {
 
 impl Place {
     /// A fresh place; `None` (the test returns) when there is no PostgreSQL server outside CI.
-    async fn new(backend: Backend) -> Option<Self> {
+    pub(super) async fn new(backend: Backend) -> Option<Self> {
         Some(match backend {
             Backend::Memory => Self::Memory(Arc::new(InMemoryParticipantStore::new())),
             Backend::Sqlite => Self::Sqlite(temporary_file("participant-store")),
@@ -106,7 +106,7 @@ impl Place {
     }
 
     /// A store on it: the same one in memory, a new connection to the file or the schema otherwise.
-    async fn open(&self) -> Store {
+    pub(super) async fn open(&self) -> Store {
         match self {
             Self::Memory(store) => Store::Memory(Arc::clone(store)),
             Self::Sqlite(path) => Store::Sqlite(Arc::new(
@@ -117,7 +117,7 @@ impl Place {
     }
 
     /// Deletes the file or drops the schema.
-    async fn remove(self) {
+    pub(super) async fn remove(self) {
         match self {
             Self::Memory(_) => {}
             Self::Sqlite(path) => {
@@ -141,8 +141,26 @@ impl Store {
         }
     }
 
+    /// Removes `transaction`'s staged effects and reservation, returning the effects, without
+    /// recording a decision.
+    async fn take(&self, transaction: Uuid) -> Result<Vec<StagedEffect>, ParticipantStoreError> {
+        let effects = self.staged(transaction).await?;
+        self.remove_settled(transaction, effects.len()).await?;
+        Ok(effects)
+    }
+
+    /// Settles `transaction` as `outcome` with nobody called: the decision, then the removal.
+    async fn settle(
+        &self,
+        transaction: Uuid,
+        outcome: Outcome,
+    ) -> Result<Vec<StagedEffect>, ParticipantStoreError> {
+        self.decide(transaction, outcome).await?;
+        self.take(transaction).await
+    }
+
     /// Closes its connections (nothing in memory).
-    async fn close(&self) {
+    pub(super) async fn close(&self) {
         match self {
             Self::Memory(_) => {}
             Self::Sqlite(store) => store.close().await,
@@ -401,7 +419,7 @@ impl Services {
     }
 }
 
-fn effect(topic: &str, key: &str, effect: Value) -> StagedEffect {
+pub(super) fn effect(topic: &str, key: &str, effect: Value) -> StagedEffect {
     StagedEffect {
         topic: topic.to_owned(),
         key: key.to_owned(),
@@ -975,7 +993,7 @@ async fn garbage_messages_are_acknowledged_and_change_nothing(backend: Backend) 
     services.finish().await;
 }
 
-fn answer(content: Value) -> CommandAnswer {
+pub(super) fn answer(content: Value) -> CommandAnswer {
     CommandAnswer {
         content,
         related_services: None,
