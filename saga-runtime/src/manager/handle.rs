@@ -15,7 +15,7 @@ use super::{
 use crate::broker::Broker;
 use crate::context::Context;
 use crate::definition::IntoDefinition;
-use crate::error::{ExecutionError, LoadError};
+use crate::error::{ExecutionError, LoadError, RepositoryError};
 use crate::execution::{ExecutionEnv, SagaExecution, SagaStatus};
 use crate::message::{BrokerMessage, SagaResponse, header};
 use crate::registry::SagaType;
@@ -181,12 +181,28 @@ impl SagaManager {
         if let Some(headers) = inherited {
             execution = execution.with_inherited_headers(headers);
         }
+        if let Some(id) = options.id {
+            execution = execution.with_id(id);
+        }
         execution.settings.autocommit = options.autocommit;
         execution.settings.timeout_ms = options.timeout.map(duration_ms);
         let id = execution.id();
 
         let guard = self.inner.locks.lock(id).await;
-        let advanced = self.inner.advance(&mut execution, Input::Start).await?;
+        if options.id.is_some() && self.is_stored(id).await? {
+            drop(guard);
+            return self.outcome_of_started(&definition, id, &options).await;
+        }
+        let advanced = match self.inner.advance(&mut execution, Input::Start).await {
+            // Another instance stored its claim on this id first: nothing ran here.
+            Err(SagaError::Repository(RepositoryError::Conflict { .. }))
+                if options.id.is_some() =>
+            {
+                drop(guard);
+                return self.outcome_of_started(&definition, id, &options).await;
+            }
+            advanced => advanced?,
+        };
         let (execution, failure) =
             if !options.pause_on_disk && execution.status() == SagaStatus::Paused {
                 // Parked under the lock, so that the reply cannot be handled before it is parked.

@@ -42,6 +42,7 @@ mod conclude;
 mod error;
 mod expiry;
 mod handle;
+mod idempotent;
 mod lease;
 mod listener;
 mod options;

@@ -9,6 +9,7 @@ use crate::execution::SagaExecution;
 /// How a run behaves (the original library's `run` options, plus a timeout).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunOptions {
+    pub(crate) id: Option<Uuid>,
     pub(crate) user: Option<String>,
     pub(crate) autocommit: bool,
     pub(crate) pause_on_disk: bool,
@@ -20,6 +21,7 @@ pub struct RunOptions {
 impl Default for RunOptions {
     fn default() -> Self {
         Self {
+            id: None,
             user: None,
             autocommit: true,
             pause_on_disk: false,
@@ -34,6 +36,18 @@ impl RunOptions {
     /// The defaults: wait in memory, autocommit, raise on error, return the execution, no timeout.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The execution's id, chosen by the caller as an idempotency key (default: a new random one).
+    /// A run with the id of an execution that was started already, here or by another instance
+    /// sharing the repository, starts nothing: it returns that execution's outcome, waiting for it
+    /// to end unless [`pause_on_disk`](Self::pause_on_disk) is set (then it returns it as it is).
+    /// A stored execution that errored is, with [`raise_on_error`](Self::raise_on_error),
+    /// [`ExecutionError::AlreadyExecuted`](crate::error::ExecutionError::AlreadyExecuted).
+    #[must_use]
+    pub fn id(mut self, id: Uuid) -> Self {
+        self.id = Some(id);
+        self
     }
 
     /// The acting user, sent as the `user` header (a `user` header of the message being handled

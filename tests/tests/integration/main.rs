@@ -16,6 +16,7 @@ mod context;
 mod crash_matrix;
 mod definitions;
 mod failure_paths;
+mod idempotent_runs;
 mod in_process_broker;
 mod local_steps;
 mod macro_acceptance;
