@@ -69,6 +69,37 @@ pub enum SagaError {
         /// The execution, which stays stored and resumable.
         id: Uuid,
     },
+    /// A run failed after its execution was stored (or it cannot be told whether it was): the
+    /// saga may still finish, through recovery or another instance. Its outcome is learnt with
+    /// [`SagaManager::load`](super::SagaManager::load), or by running it again with
+    /// [`RunOptions::id`](super::RunOptions::id) of this id, which starts nothing twice.
+    #[error("saga execution {id} was stored and may still finish: {cause}")]
+    MayStillFinish {
+        /// The execution.
+        id: Uuid,
+        /// What stopped the run.
+        #[source]
+        cause: Box<SagaError>,
+    },
+}
+
+impl SagaError {
+    /// The execution a failed run leaves behind to finish, if it may: [`MayStillFinish`],
+    /// [`Interrupted`] and [`Shutdown`] (their execution is stored). Any other error of
+    /// [`SagaManager::run`](super::SagaManager::run) says the saga did not start (nothing was
+    /// stored), or, [`Execution`](Self::Execution), how it ended.
+    ///
+    /// [`MayStillFinish`]: Self::MayStillFinish
+    /// [`Interrupted`]: Self::Interrupted
+    /// [`Shutdown`]: Self::Shutdown
+    pub fn may_still_finish(&self) -> Option<Uuid> {
+        match self {
+            Self::MayStillFinish { id, .. }
+            | Self::Interrupted { id, .. }
+            | Self::Shutdown { id } => Some(*id),
+            _ => None,
+        }
+    }
 }
 
 /// Why an execution stopped advancing ([`SagaError::Interrupted`]).

@@ -201,7 +201,8 @@ impl SagaManager {
                 drop(guard);
                 return self.outcome_of_started(&definition, id, &options).await;
             }
-            advanced => advanced?,
+            Err(error) => return Err(self.started_or_not(id, error).await),
+            Ok(advanced) => advanced,
         };
         let (execution, failure) =
             if !options.pause_on_disk && execution.status() == SagaStatus::Paused {

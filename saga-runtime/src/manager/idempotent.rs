@@ -25,6 +25,19 @@ impl SagaManager {
         }
     }
 
+    /// `error`, which stopped the run of execution `id`, told apart: as it is when nothing of the
+    /// execution is stored (the saga did not start), as [`SagaError::MayStillFinish`] when it is
+    /// stored or the repository cannot say.
+    pub(super) async fn started_or_not(&self, id: Uuid, error: SagaError) -> SagaError {
+        match self.is_stored(id).await {
+            Ok(false) => error,
+            Ok(true) | Err(_) => SagaError::MayStillFinish {
+                id,
+                cause: Box::new(error),
+            },
+        }
+    }
+
     /// The outcome of the execution `id` of `definition`, started already: once it ended (its
     /// transaction decided), or at once with `pause_on_disk`. It may be advanced by a reply
     /// listener of this manager or of another instance, so it is read again until then.

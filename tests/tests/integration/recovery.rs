@@ -117,6 +117,20 @@ fn assert_at_rest(record: &ExecutionRecord) {
 // Rule 3: forward
 
 #[tokio::test]
+async fn a_run_whose_claim_was_never_stored_says_the_saga_did_not_start() {
+    let world = World::new();
+    let dying = world.dying_after(0).await; // not even the claim is stored
+    let error = dying
+        .run(local_saga(), job(false), no_autocommit())
+        .await
+        .expect_err("the claim fails");
+    assert!(matches!(error, SagaError::Repository(_)), "{error}");
+    assert_eq!(error.may_still_finish(), None, "nothing to wait for");
+    let stored = world.repository.list_by_saga("recovery-local").await;
+    assert!(stored.expect("lists").is_empty());
+}
+
+#[tokio::test]
 async fn a_stop_before_the_first_store_after_the_claim_runs_the_local_steps_again() {
     let world = World::new();
     let job = job(false);
@@ -125,8 +139,13 @@ async fn a_stop_before_the_first_store_after_the_claim_runs_the_local_steps_agai
         .run(local_saga(), job.clone(), no_autocommit())
         .await
         .expect_err("the final store fails");
-    assert!(matches!(error, SagaError::Repository(_)), "{error}");
+    // Stored before it failed: the caller is told the saga may still finish.
+    let SagaError::MayStillFinish { cause, .. } = &error else {
+        panic!("expected MayStillFinish, got {error}");
+    };
+    assert!(matches!(**cause, SagaError::Repository(_)), "{error}");
     let id = world.only("recovery-local").await;
+    assert_eq!(error.may_still_finish(), Some(id));
     let stored = world.record(id).await;
     assert_eq!(stored.status, SagaStatus::Created);
     assert_eq!(stored.owner.as_deref(), Some("order-1"));
@@ -968,8 +987,12 @@ async fn a_command_whose_publish_failed_goes_out_with_the_next_advance_not_lost(
         )
         .await
         .expect_err("the publish fails");
-    assert!(matches!(error, SagaError::Broker(_)), "{error}");
+    let SagaError::MayStillFinish { cause, .. } = &error else {
+        panic!("expected MayStillFinish, got {error}");
+    };
+    assert!(matches!(**cause, SagaError::Broker(_)), "{error}");
     let id = world.only("recovery-remote").await;
+    assert_eq!(error.may_still_finish(), Some(id));
     let stored = world.record(id).await;
     assert_eq!(stored.status, SagaStatus::Paused);
     assert_eq!(stored.pending.len(), 1, "the command stays pending");
