@@ -21,3 +21,11 @@ pub enum BrokerError {
     #[error("broker error: {0}")]
     Other(Box<dyn std::error::Error + Send + Sync + 'static>),
 }
+
+impl BrokerError {
+    /// Whether publishing the same message again can never succeed (it is too large), as opposed
+    /// to a failure of the transport that may pass.
+    pub(crate) fn is_permanent(&self) -> bool {
+        matches!(self, Self::TooLarge { .. })
+    }
+}

@@ -92,6 +92,27 @@ impl<C: Context> SagaExecution<C> {
             .await
     }
 
+    /// Fails the paused step because the command it waits for (`request`) can never be published
+    /// (`reason`): nobody received it, so the step has nothing to compensate, and the saga
+    /// compensates the earlier steps. `checkpoint` is called before each top-level compensation.
+    pub(crate) async fn fail_unpublishable(
+        &mut self,
+        request: Uuid,
+        reason: String,
+        env: &ExecutionEnv,
+        outbox: &mut Outbox,
+        checkpoint: &mut dyn Checkpoint,
+    ) -> Result<Progress, ExecutionError> {
+        if !self.is_waiting_for(request) {
+            return Err(ExecutionError::ReplyRejected {
+                id: self.id,
+                reason: ReplyRejection::NotWaiting,
+            });
+        }
+        let resume = engine::Resume::Unpublishable(reason);
+        self.advance(Some(resume), env, outbox, checkpoint).await
+    }
+
     async fn advance(
         &mut self,
         resume: Option<engine::Resume>,

@@ -84,6 +84,15 @@ pub(crate) trait ErasedExecution: Send + Sync + 'static {
         outbox: &mut Outbox,
         checkpoint: &mut dyn Checkpoint,
     ) -> Result<Progress, ExecutionError>;
+    /// Fails the paused step that waits for `request`: that command can never be published.
+    async fn fail_unpublishable(
+        &mut self,
+        request: Uuid,
+        reason: String,
+        env: &ExecutionEnv,
+        outbox: &mut Outbox,
+        checkpoint: &mut dyn Checkpoint,
+    ) -> Result<Progress, ExecutionError>;
     /// Compensates the executed steps.
     async fn rollback(
         &mut self,
@@ -214,6 +223,17 @@ impl<C: Context> ErasedExecution for SagaExecution<C> {
     ) -> Result<Progress, ExecutionError> {
         self.expire_checkpointed(request, env, outbox, checkpoint)
             .await
+    }
+
+    async fn fail_unpublishable(
+        &mut self,
+        request: Uuid,
+        reason: String,
+        env: &ExecutionEnv,
+        outbox: &mut Outbox,
+        checkpoint: &mut dyn Checkpoint,
+    ) -> Result<Progress, ExecutionError> {
+        SagaExecution::fail_unpublishable(self, request, reason, env, outbox, checkpoint).await
     }
 
     async fn rollback(

@@ -30,6 +30,13 @@ pub enum StepFailure {
     /// A remote step's reply did not arrive before the run's timeout.
     #[error("no reply arrived before the timeout")]
     TimedOut,
+    /// A remote step's command can never be published (the broker refuses it for good, for
+    /// instance as too large), so no participant received it.
+    #[error("the command cannot be published: {reason}")]
+    Unpublishable {
+        /// Why the broker refuses it.
+        reason: String,
+    },
     /// The participant answered ERROR and the step has no `on_error` handler to take it.
     #[error("the participant refused: {content}")]
     Refused {

@@ -33,7 +33,8 @@ impl Inner {
                 if let (Some(timeout), Some(request)) = (timeout, execution.waiting_request()) {
                     self.schedule_expiry(execution.id(), request, Duration::from_millis(timeout));
                 }
-                self.publish(stored).await?;
+                self.publish_paused(execution, outbox, stored, reject_on_failure, advanced)
+                    .await?;
             }
             Ok(Progress::Finished) if execution.status() == SagaStatus::Finished && autocommit => {
                 advanced.failure = self.commit(execution, outbox).await?;

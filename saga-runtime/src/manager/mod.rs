@@ -51,6 +51,7 @@ mod persist;
 mod recovery;
 mod sagas;
 mod stats;
+mod unpublishable;
 
 use std::sync::Arc;
 use std::time::Duration;

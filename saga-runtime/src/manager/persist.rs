@@ -112,7 +112,10 @@ impl Inner {
 
     /// [`publish`](Self::publish), handing back what was not published when the broker fails (it
     /// stays pending in the stored row).
-    async fn try_publish(&self, stored: Stored) -> Result<(), (BrokerError, Vec<BrokerMessage>)> {
+    pub(super) async fn try_publish(
+        &self,
+        stored: Stored,
+    ) -> Result<(), (BrokerError, Vec<BrokerMessage>)> {
         if stored.messages.is_empty() {
             return Ok(());
         }

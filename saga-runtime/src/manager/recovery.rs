@@ -235,18 +235,27 @@ impl Inner {
             republished: pending.len(),
             ..Recovered::default()
         };
-        // Rule 1.
-        self.publish(Stored {
-            id,
-            version,
-            messages: pending,
-        })
-        .await?;
-
         let env = &self.env;
         let mut outbox = Outbox::new();
         let mut advanced = Advanced::default();
         let autocommit = execution.settings().autocommit;
+        // Rule 1. A paused execution whose command the broker refuses for good fails that step
+        // and compensates (see `publish_paused`); nothing else is left to recover then.
+        let stored = Stored {
+            id,
+            version,
+            messages: pending,
+        };
+        if execution.status() == SagaStatus::Paused {
+            self.publish_paused(execution, &mut outbox, stored, autocommit, &mut advanced)
+                .await?;
+            if execution.status() != SagaStatus::Paused {
+                recovered.action = Action::Compensated;
+                return Ok(recovered);
+            }
+        } else {
+            self.publish(stored).await?;
+        }
         let status = execution.status();
         if execution.rollback_interrupted() {
             // Rule 2.

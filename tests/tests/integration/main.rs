@@ -39,3 +39,4 @@ mod sql_repository;
 mod transactional_macro;
 mod transactional_participant;
 mod two_phase_commit;
+mod unpublishable;

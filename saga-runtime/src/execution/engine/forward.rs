@@ -177,6 +177,11 @@ async fn receive_remote<C: Context>(
             let outcome = fail(step, StepStatus::ErroredByOnExecute, StepFailure::TimedOut);
             return self_compensate(remote, step, context, run, outcome).await;
         }
+        // Nobody received the command, so there is nothing of this step to compensate.
+        Resume::Unpublishable(reason) => {
+            let cause = StepFailure::Unpublishable { reason };
+            return fail(step, StepStatus::ErroredOnExecute, cause);
+        }
     };
     step.related_services
         .extend(reply.related_services().iter().cloned());

@@ -22,6 +22,8 @@ pub(super) enum Resume {
     Reply(SagaResponse),
     /// No reply came in time.
     Timeout,
+    /// The command can never be published (why), so no reply will come.
+    Unpublishable(String),
 }
 
 /// How a level (or a step) ended this time.
