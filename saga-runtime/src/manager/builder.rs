@@ -140,6 +140,7 @@ impl SagaManagerBuilder {
             parked: Default::default(),
             expiries: Default::default(),
             counters: Default::default(),
+            recent_replies: Default::default(),
             instance,
             lease: self.lease,
             storage_retry: self.storage_retry,

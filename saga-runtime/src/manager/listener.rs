@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Weak};
 
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use super::advance::Input;
 use super::stats::{Counters, Tally};
@@ -16,15 +16,29 @@ use crate::error::{BrokerError, LoadError, RepositoryError};
 use crate::execution::{ReplyRejection, SagaStatus};
 use crate::message::{BrokerMessage, SagaResponse, header};
 
-/// Receives the service's replies and resumes the executions they name, each in its own task,
-/// until `stop` turns true. Every task holds a clone of `working`, as does the listener itself.
+/// How many replies are handled at once: a delivery is taken from the broker only when one of
+/// them is done, so a flood waits with the broker instead of filling memory with tasks.
+const HANDLED_AT_ONCE: usize = 64;
+
+/// Receives the service's replies and resumes the executions they name, each in its own task (at
+/// most [`HANDLED_AT_ONCE`] at a time), until `stop` turns true. Every task holds a clone of
+/// `working`, as does the listener itself.
 pub(super) async fn listen(
     inner: Weak<Inner>,
     mut subscription: Subscription,
     mut stop: watch::Receiver<bool>,
     working: watch::Receiver<()>,
 ) {
+    let slots = Arc::new(Semaphore::new(HANDLED_AT_ONCE));
     loop {
+        let slot = tokio::select! {
+            biased;
+            () = stopped(&mut stop) => break,
+            slot = Arc::clone(&slots).acquire_owned() => slot,
+        };
+        let Ok(slot) = slot else {
+            break;
+        };
         let delivery = tokio::select! {
             biased;
             () = stopped(&mut stop) => break,
@@ -40,6 +54,7 @@ pub(super) async fn listen(
         tokio::spawn(async move {
             handle_delivery(&inner, delivery).await;
             drop(working);
+            drop(slot);
         });
     }
     // What was received but not taken goes back to the broker.
@@ -100,9 +115,18 @@ async fn handle_delivery(inner: &Arc<Inner>, delivery: Delivery) {
             return;
         }
     };
-    let id = reply.saga();
+    let (id, request) = (reply.saga(), reply.request());
+    if inner.recent_replies.seen(id, request) {
+        counters.add(Tally::Ignored);
+        tracing::debug!(saga.id = %id, %message_id, "acknowledged a copy of a reply handled lately");
+        ack(delivery).await;
+        return;
+    }
     match verdict(inner.apply(id, Input::Reply(reply)).await) {
-        Verdict::Applied => counters.add(Tally::Applied),
+        Verdict::Applied => {
+            counters.add(Tally::Applied);
+            inner.recent_replies.remember(id, request);
+        }
         Verdict::Unknown => {
             counters.add(Tally::Unknown);
             tracing::info!(saga.id = %id, %message_id, "ignored a reply for an execution that is not stored");
@@ -120,6 +144,13 @@ async fn handle_delivery(inner: &Arc<Inner>, delivery: Delivery) {
                     return;
                 }
             }
+            // Answered already, or its execution ended: a copy can never change anything.
+            if matches!(
+                reason,
+                ReplyRejection::Duplicate | ReplyRejection::ExecutionEnded(_)
+            ) {
+                inner.recent_replies.remember(id, request);
+            }
         }
         Verdict::Retry(error) => {
             counters.add(Tally::Failed);
@@ -135,6 +166,12 @@ async fn handle_delivery(inner: &Arc<Inner>, delivery: Delivery) {
             return;
         }
     }
+    ack(delivery).await;
+}
+
+/// Acknowledges `delivery`.
+async fn ack(delivery: Delivery) {
+    let message_id = delivery.message().id;
     if let Err(error) = delivery.ack().await {
         tracing::warn!(%message_id, %error, "acknowledging a reply failed");
     }

@@ -48,6 +48,7 @@ mod listener;
 mod options;
 mod parking;
 mod persist;
+mod recent;
 mod recovery;
 mod sagas;
 mod stats;
@@ -85,6 +86,7 @@ struct Inner {
     parked: parking::ParkedRuns,
     expiries: expiry::ExpiryTimers,
     counters: stats::Counters,
+    recent_replies: recent::RecentReplies,
     instance: String,
     lease: Duration,
     storage_retry: Duration,
